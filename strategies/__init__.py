@@ -1,0 +1,1 @@
+"""Pure compression strategies: no Redis, no network."""

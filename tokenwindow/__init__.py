@@ -1,0 +1,1 @@
+"""tokenwindow: keep LLM conversations inside their context window."""

@@ -1,0 +1,167 @@
+"""The one place configuration comes from.
+
+Every process (worker, CLI, gateway, client) builds its settings here and nowhere else reads
+``os.environ``. The seed's variable names keep working unprefixed (``OPENAI_API_KEY``,
+``DEFAULT_STRATEGY``, ``LOG_LEVEL``, ``REDIS_URL``, ``SENTRY_DSN``); our own knobs are prefixed
+``TOKENWINDOW_``.
+"""
+
+from __future__ import annotations
+
+import functools
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tokenwindow.errors import ConfigurationError
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class StrategyName(StrEnum):
+    """Compression strategies a session or request may ask for."""
+
+    HYBRID = "hybrid"
+    SUMMARIZATION = "summarization"
+    SLIDING_WINDOW = "sliding_window"
+
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Typed configuration, read once per process from the environment (and ``.env``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TOKENWINDOW_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # --- connections -----------------------------------------------------------------------
+    redis_url: str = Field(DEFAULT_REDIS_URL, validation_alias=_env("REDIS_URL"))
+    broker_url: str | None = Field(None, validation_alias=_env("BROKER_URL"))
+    """Celery broker; defaults to ``redis_url``. ``amqp://`` selects RabbitMQ."""
+    redis_url_explicit: bool = Field(False, exclude=True)
+    """True when ``REDIS_URL`` came from the environment: then no embedded Redis is started."""
+
+    # --- providers -------------------------------------------------------------------------
+    openai_api_key: SecretStr | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
+    anthropic_api_key: SecretStr | None = Field(None, validation_alias=_env("ANTHROPIC_API_KEY"))
+    google_api_key: SecretStr | None = Field(
+        None, validation_alias=_env("GOOGLE_API_KEY", "GEMINI_API_KEY")
+    )
+    models_file: Path | None = Field(None, validation_alias=_env("TOKENWINDOW_MODELS_FILE"))
+    default_model: str | None = None
+    """Model used when a request names none; ``None`` picks by available keys."""
+    fallback_encoding: str | None = None
+    """Tokenizer for models with no known one. Unset: an unknown model is an error."""
+
+    # --- behaviour -------------------------------------------------------------------------
+    default_strategy: StrategyName = Field(
+        StrategyName.HYBRID, validation_alias=_env("DEFAULT_STRATEGY")
+    )
+    soft_threshold: float = Field(0.75, gt=0, le=1)
+    hard_threshold: float = Field(0.95, gt=0, le=1)
+    target_ratio: float = Field(0.5, gt=0, lt=1)
+    """Compress down to this share of the usable input window."""
+    recent_share: float = Field(0.5, gt=0, lt=1)
+    """Share of the compressed budget kept as verbatim recent messages (hybrid)."""
+    exact_margin_tokens: int = Field(16, ge=0)
+    estimate_margin_ratio: float = Field(0.10, ge=0, lt=0.5)
+    """Extra headroom for models whose count is an estimate; see README, "Safety margins"."""
+    session_ttl_seconds: int = Field(7 * 24 * 3600, gt=0)
+    stream_maxlen: int = Field(10_000, gt=0)
+    """Approximate cap on events kept per session stream (replay window)."""
+
+    # --- tasks -----------------------------------------------------------------------------
+    completion_soft_time_limit: int = Field(240, gt=0)
+    completion_time_limit: int = Field(300, gt=0)
+    summarization_soft_time_limit: int = Field(120, gt=0)
+    summarization_time_limit: int = Field(150, gt=0)
+    provider_timeout_seconds: float = Field(60.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+
+    # --- operations ------------------------------------------------------------------------
+    log_level: LogLevel = Field("INFO", validation_alias=_env("LOG_LEVEL"))
+    log_prompts: bool = False
+    """Opt-in: include message text in logs and Sentry events."""
+    sentry_dsn: SecretStr | None = Field(None, validation_alias=_env("SENTRY_DSN"))
+    flower_basic_auth: SecretStr = Field(
+        SecretStr("admin:tokenwindow"), validation_alias=_env("FLOWER_BASIC_AUTH")
+    )
+    tiktoken_cache_dir: Path | None = Field(None, validation_alias=_env("TIKTOKEN_CACHE_DIR"))
+    litellm_local_model_cost_map: bool = Field(
+        True, validation_alias=_env("LITELLM_LOCAL_MODEL_COST_MAP")
+    )
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> Settings:
+        if not self.target_ratio < self.soft_threshold <= self.hard_threshold:
+            raise ValueError(
+                "thresholds must satisfy target_ratio < soft_threshold <= hard_threshold"
+            )
+        if self.completion_soft_time_limit >= self.completion_time_limit:
+            raise ValueError("completion_soft_time_limit must be below completion_time_limit")
+        if self.summarization_soft_time_limit >= self.summarization_time_limit:
+            raise ValueError(
+                "summarization_soft_time_limit must be below summarization_time_limit"
+            )
+        return self
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def longest_task_seconds(self) -> int:
+        return max(self.completion_time_limit, self.summarization_time_limit)
+
+
+def _env_name(settings_cls: type[Settings], field: str) -> str:
+    info = settings_cls.model_fields[field]
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    if isinstance(alias, str):
+        return alias
+    return f"TOKENWINDOW_{field.upper()}"
+
+
+def _one_line(error: ValidationError) -> str:
+    """Turn pydantic's report into one line that names the variable and what is allowed."""
+    parts = []
+    for item in error.errors():
+        loc = [str(p) for p in item.get("loc", ())]
+        field = next((p for p in loc if p in Settings.model_fields), None)
+        name = _env_name(Settings, field) if field else "configuration"
+        message = item.get("msg", "invalid value")
+        ctx = item.get("ctx") or {}
+        if "expected" in ctx:
+            message = f"expected {ctx['expected']}"
+        parts.append(f"{name}: {message}")
+    return "invalid configuration: " + "; ".join(parts)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, raising a one-line ``ConfigurationError``."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigurationError(_one_line(exc)) from None
+    settings.redis_url_explicit = "redis_url" in settings.model_fields_set
+    return settings
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """Process-wide settings, built on first use (never at import time)."""
+    return load_settings()

@@ -1,0 +1,65 @@
+"""How many input tokens a model may be sent, and when to compress.
+
+Usable input = ``max_input_tokens`` - reserved output - safety margin. The margin is a few
+tokens for exact counts and a share of the window for estimated ones, because an estimate can be
+off by several percent on any single request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from tokenwindow.models import ModelSpec
+from tokenwindow.settings import Settings
+
+
+class Pressure(StrEnum):
+    """Where a prompt sits relative to the thresholds; drives the turn pipeline's decision."""
+
+    OK = "ok"
+    SOFT = "soft"
+    HARD = "hard"
+
+
+@dataclass(frozen=True)
+class Window:
+    """Token thresholds for one model under the current settings."""
+
+    usable_input: int
+    soft: int
+    hard: int
+    target: int
+    reserved_output: int
+    margin: int
+
+    def pressure(self, prompt_tokens: int) -> Pressure:
+        if prompt_tokens > self.hard:
+            return Pressure.HARD
+        if prompt_tokens > self.soft:
+            return Pressure.SOFT
+        return Pressure.OK
+
+
+def window_for(
+    spec: ModelSpec,
+    settings: Settings,
+    *,
+    max_output_tokens: int | None = None,
+    margin_scale: float = 1.0,
+) -> Window:
+    """Thresholds for ``spec``; ``margin_scale`` > 1 widens the margin after a provider overflow."""
+    reserved = min(max_output_tokens or spec.max_output_tokens, spec.max_output_tokens)
+    base_margin = settings.exact_margin_tokens
+    if not spec.exact:
+        base_margin += int(spec.max_input_tokens * settings.estimate_margin_ratio)
+    margin = int(base_margin * margin_scale)
+    usable = max(spec.max_input_tokens - reserved - margin, 1)
+    return Window(
+        usable_input=usable,
+        soft=int(usable * settings.soft_threshold),
+        hard=int(usable * settings.hard_threshold),
+        target=max(int(usable * settings.target_ratio), 1),
+        reserved_output=reserved,
+        margin=margin,
+    )
