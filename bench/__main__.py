@@ -1,0 +1,40 @@
+"""Run the benchmarks: ``python -m bench [NAME ...]`` (names without the ``bench_`` prefix)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+
+from bench.report import Row, render
+
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "locomo"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="LoCoMo folder")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = parser.parse_args()
+    available = sorted(
+        m.name.removeprefix("bench_")
+        for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+        if m.name.startswith("bench_")
+    )
+    unknown = set(args.names) - set(available)
+    if unknown:
+        parser.error(f"unknown benchmark(s) {sorted(unknown)}; available: {available}")
+    rows: list[Row] = []
+    for name in args.names or available:
+        module = importlib.import_module(f"bench.bench_{name}")
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        rows.extend(module.run(args))
+    print(render(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
