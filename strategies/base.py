@@ -75,3 +75,9 @@ class CompressionResult:
     @property
     def ok(self) -> bool:
         return self.error is None and self.tokens_after <= self.tokens_before
+
+
+class Strategy(Protocol):
+    """A compression strategy: raises ``InvalidInputError``/``BudgetError`` on bad input."""
+
+    def __call__(self, messages: list[Message], request: CompressionRequest) -> CompressionResult: ...

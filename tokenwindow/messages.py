@@ -59,7 +59,9 @@ def _check_part(where: str, part: object) -> None:
         raise _fail(where, f"must be an object, got {type(part).__name__}")
     kind = part.get("type")
     if kind not in PART_TYPES:
-        raise _fail(f"{where}.type", f"must be one of {', '.join(sorted(PART_TYPES))}; got {kind!r}")
+        raise _fail(
+            f"{where}.type", f"must be one of {', '.join(sorted(PART_TYPES))}; got {kind!r}"
+        )
     if kind == "text":
         _check_text(f"{where}.text", part.get("text"))
     elif kind == "refusal":

@@ -136,7 +136,9 @@ def parse_models_file(path: Path) -> list[ModelSpec]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigurationError(f"TOKENWINDOW_MODELS_FILE: {path} is not YAML/JSON: {exc}") from None
+        raise ConfigurationError(
+            f"TOKENWINDOW_MODELS_FILE: {path} is not YAML/JSON: {exc}"
+        ) from None
     entries = data.get("model_list") if isinstance(data, dict) else data
     if not isinstance(entries, list):
         raise ConfigurationError(f"TOKENWINDOW_MODELS_FILE: {path} needs a 'model_list' list")

@@ -112,9 +112,7 @@ class Settings(BaseSettings):
         if self.completion_soft_time_limit >= self.completion_time_limit:
             raise ValueError("completion_soft_time_limit must be below completion_time_limit")
         if self.summarization_soft_time_limit >= self.summarization_time_limit:
-            raise ValueError(
-                "summarization_soft_time_limit must be below summarization_time_limit"
-            )
+            raise ValueError("summarization_soft_time_limit must be below summarization_time_limit")
         return self
 
     @property

@@ -1,0 +1,1 @@
+"""Worker side: the Celery app, lifecycle, session state, streaming, metrics, provider calls."""

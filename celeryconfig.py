@@ -1,0 +1,59 @@
+"""Celery configuration, built from the one settings object.
+
+JSON only, explicit routes, late acks with redelivery on worker loss, prefetch 1 for the queues
+that hold provider calls, and a broker visibility timeout longer than the longest task, so a
+task is redelivered only when its worker is really gone.
+"""
+
+from __future__ import annotations
+
+from kombu import Queue
+
+from tokenwindow.constants import QUEUE_FAST, QUEUES, TASK_ROUTES
+from tokenwindow.settings import get_settings
+
+_settings = get_settings()
+
+VISIBILITY_MARGIN_SECONDS = 60
+"""How much longer than the longest hard time limit an unacked task stays invisible."""
+
+broker_url = _settings.effective_broker_url
+result_backend = _settings.redis_url
+broker_connection_retry_on_startup = True
+broker_transport_options = {
+    "visibility_timeout": _settings.longest_task_seconds + VISIBILITY_MARGIN_SECONDS,
+}
+result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+result_expires = 24 * 3600
+result_extended = True
+
+task_queues = [Queue(name) for name in QUEUES]
+task_default_queue = QUEUE_FAST
+task_routes = {name: {"queue": queue} for name, queue in TASK_ROUTES.items()}
+task_create_missing_queues = False
+
+task_acks_late = True
+task_reject_on_worker_lost = True
+task_acks_on_failure_or_timeout = True
+worker_prefetch_multiplier = 1
+task_track_started = True
+task_soft_time_limit = _settings.completion_soft_time_limit
+task_time_limit = _settings.completion_time_limit
+task_annotations = {
+    name: {
+        "soft_time_limit": _settings.summarization_soft_time_limit,
+        "time_limit": _settings.summarization_time_limit,
+    }
+    for name, queue in TASK_ROUTES.items()
+    if queue == "summarization"
+}
+
+worker_send_task_events = True
+task_send_sent_event = True
+worker_hijack_root_logger = False
+worker_cancel_long_running_tasks_on_connection_loss = True

@@ -1,0 +1,120 @@
+"""Anthropic Messages wire format: request parsing, bodies, SSE events, error bodies.
+
+Event order and error types follow docs.anthropic.com ("Streaming Messages", "Errors"), so
+litellm's Anthropic handler parses them as it would against api.anthropic.com.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.fakes.wire import Frame, ParsedRequest, Usage
+
+ERRORS: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "Your request was malformed."),
+    401: ("authentication_error", "invalid x-api-key"),
+    403: ("permission_error", "Your API key does not have permission to use this resource."),
+    429: (
+        "rate_limit_error",
+        "This request would exceed the rate limit for your organization of 50,000 input "
+        "tokens per minute. Please try again later.",
+    ),
+    500: ("api_error", "Internal server error"),
+    529: ("overloaded_error", "Overloaded"),
+}
+
+
+def parse(body: dict[str, Any]) -> ParsedRequest:
+    messages = list(body.get("messages") or [])
+    system = body.get("system")
+    if system:
+        messages.insert(0, {"role": "system", "content": system})
+    return ParsedRequest(
+        model=str(body.get("model", "")),
+        messages=messages,
+        stream=bool(body.get("stream")),
+        max_tokens=body.get("max_tokens"),
+    )
+
+
+def _error(kind: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def error_body(status: int) -> dict[str, Any]:
+    return _error(*ERRORS.get(status, ("api_error", f"HTTP {status} from fake")))
+
+
+def context_error_body(limit: int, tokens: int) -> dict[str, Any]:
+    return _error("invalid_request_error", f"prompt is too long: {tokens} tokens > {limit} maximum")
+
+
+STOP_REASONS = {"stop": "end_turn", "length": "max_tokens"}
+
+
+def response(request_id: str, model: str, text: str, finish: str, usage: Usage) -> dict[str, Any]:
+    return {
+        "id": f"msg_{request_id}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": STOP_REASONS[finish],
+        "stop_sequence": None,
+        "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens},
+    }
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def stream(
+    request_id: str,
+    request: ParsedRequest,
+    pieces: list[str],
+    finish: str,
+    usage: Usage,
+) -> list[Frame]:
+    """message_start, a text block with a ping, message_delta with usage, message_stop."""
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": f"msg_{request_id}",
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": request.model,
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": 1},
+        },
+    }
+    block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+    frames = [
+        Frame(_event("message_start", start)),
+        Frame(_event("content_block_start", block)),
+        Frame(_event("ping", {"type": "ping"})),
+    ]
+    frames += [
+        Frame(
+            _event(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}},
+            ),
+            text=True,
+        )
+        for p in pieces
+    ]
+    delta = {
+        "type": "message_delta",
+        "delta": {"stop_reason": STOP_REASONS[finish], "stop_sequence": None},
+        "usage": {"output_tokens": usage.completion_tokens},
+    }
+    frames += [
+        Frame(_event("content_block_stop", {"type": "content_block_stop", "index": 0})),
+        Frame(_event("message_delta", delta)),
+        Frame(_event("message_stop", {"type": "message_stop"})),
+    ]
+    return frames

@@ -1,0 +1,287 @@
+"""A fake LLM provider over real HTTP: OpenAI chat completions and Anthropic Messages.
+
+Routes: ``POST /v1/chat/completions`` (and ``/chat/completions``), ``POST /v1/messages``,
+``POST /_control`` (JSON, see ``Behaviour.control``) and ``GET /_control`` (recorded requests).
+Streams use chunked transfer encoding as the real APIs do, so closing the socket mid-stream
+is a protocol error the client sees, not a clean end of body.
+
+Run it in-process with ``FakeProviderServer().start()`` or as its own process with
+``python -m tests.fakes.server --port 0`` (prints ``FAKE_PROVIDER_URL=...`` once listening).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import signal
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import ModuleType, TracebackType
+from typing import Any, ClassVar
+
+from tests.fakes import anthropic_wire, openai_wire
+from tests.fakes.behaviour import (
+    Behaviour,
+    Fault,
+    RecordedRequest,
+    count_prompt,
+    count_text,
+    truncate_reply,
+)
+from tests.fakes.wire import Frame, Usage
+
+ROUTES: dict[str, tuple[str, ModuleType]] = {
+    "/v1/chat/completions": ("openai", openai_wire),
+    "/chat/completions": ("openai", openai_wire),
+    "/v1/messages": ("anthropic", anthropic_wire),
+}
+
+
+def _api_key(headers: Any) -> str | None:
+    auth = headers.get("Authorization") or ""
+    if auth.startswith("Bearer "):
+        return str(auth.removeprefix("Bearer "))
+    key = headers.get("x-api-key")
+    return str(key) if key else None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+    ids: ClassVar[itertools.count[int]] = itertools.count(1)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence per-request access logs; tests assert on ``requests`` instead."""
+
+    # --- plumbing --------------------------------------------------------------------------
+    def _send_json(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
+        blob = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(blob)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(blob)
+
+    def _write_chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+    def _read_json(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        data = json.loads(self.rfile.read(length) or b"{}")
+        return data if isinstance(data, dict) else {}
+
+    def _go_silent(self, seconds: float) -> None:
+        """Send nothing more for ``seconds`` (or until the server stops), then hang up."""
+        self.server.stopping.wait(seconds)
+        self.close_connection = True
+
+    # --- routes ----------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        if self.path == "/_control":
+            self._send_json(200, self.server.behaviour.snapshot())
+        else:
+            self._send_json(404, {"error": {"message": "not found", "type": "not_found"}})
+
+    def do_POST(self) -> None:
+        body = self._read_json()
+        if self.path == "/_control":
+            self.server.behaviour.control(body)
+            self._send_json(200, {"ok": True})
+            return
+        route = ROUTES.get(self.path.split("?", 1)[0])
+        if route is None:
+            self._send_json(404, {"error": {"message": "not found", "type": "not_found"}})
+            return
+        api, wire = route
+        self._chat(api, wire, body)
+
+    def _chat(self, api: str, wire: ModuleType, body: dict[str, Any]) -> None:
+        behaviour = self.server.behaviour
+        request = wire.parse(body)
+        prompt_tokens = count_prompt(request.messages)
+        behaviour.record(
+            RecordedRequest(
+                api=api,  # type: ignore[arg-type]
+                path=self.path,
+                model=request.model,
+                stream=request.stream,
+                messages=request.messages,
+                prompt_tokens=prompt_tokens,
+                api_key=_api_key(self.headers),
+                body=body,
+            )
+        )
+        fault = behaviour.next_fault()
+        if fault is not None and fault.kind == "status":
+            headers = {}
+            if fault.retry_after is not None:
+                headers["Retry-After"] = f"{fault.retry_after:g}"
+            self._send_json(fault.status, wire.error_body(fault.status), headers)
+            return
+        if fault is not None and fault.kind == "hang" and fault.after_chunks == 0:
+            self._go_silent(fault.seconds)
+            return
+        limit = behaviour.context_limit
+        if limit is not None and prompt_tokens > limit:
+            self._send_json(400, wire.context_error_body(limit, prompt_tokens))
+            return
+        text = behaviour.next_reply(request.messages)
+        pieces, finish = truncate_reply(text, request.max_tokens)
+        reply = "".join(pieces)
+        usage = Usage(prompt_tokens, count_text(reply))
+        request_id = f"fake{next(self.ids)}"
+        if request.stream:
+            self._stream(wire.stream(request_id, request, pieces, finish, usage), fault)
+        else:
+            payload = wire.response(request_id, request.model, reply, finish, usage)
+            self._respond(payload, fault)
+
+    def _respond(self, payload: dict[str, Any], fault: Fault | None) -> None:
+        if fault is None:
+            self._send_json(200, payload)
+            return
+        blob = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(blob)))
+        self.end_headers()
+        self.wfile.write(blob[: len(blob) // 2])
+        if fault.kind == "hang":
+            self._go_silent(fault.seconds)
+        self.close_connection = True
+
+    def _stream(self, frames: list[Frame], fault: Fault | None) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        delay = self.server.behaviour.token_delay
+        sent_text = 0
+        try:
+            for frame in frames:
+                if frame.text:
+                    if fault is not None and sent_text >= fault.after_chunks:
+                        if fault.kind == "hang":
+                            self._go_silent(fault.seconds)
+                        self.close_connection = True
+                        return
+                    if delay:
+                        self.server.stopping.wait(delay)
+                    sent_text += 1
+                self._write_chunk(frame.data)
+            self._write_chunk(b"")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    behaviour: Behaviour
+    stopping: threading.Event
+
+
+class FakeProviderServer:
+    """One fake provider on 127.0.0.1; every route shares one ``Behaviour``."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        context_limit: int | None = None,
+        token_delay: float = 0.0,
+    ) -> None:
+        self.behaviour = Behaviour(context_limit=context_limit, token_delay=token_delay)
+        self._httpd = _Server((host, port), _Handler)
+        self._httpd.behaviour = self.behaviour
+        self._httpd.stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def openai_base(self) -> str:
+        """``api_base`` for OpenAI-compatible clients (the SDK appends ``/chat/completions``)."""
+        return f"{self.url}/v1"
+
+    @property
+    def anthropic_base(self) -> str:
+        """``api_base`` for litellm's Anthropic route (it appends ``/v1/messages``)."""
+        return self.url
+
+    def start(self) -> FakeProviderServer:
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="fake-provider", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; hanging handlers are released at once."""
+        self._httpd.stopping.set()
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(timeout=5)
+        self._httpd.server_close()
+
+    def __enter__(self) -> FakeProviderServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- the same control surface as ``RemoteFakeProvider`` --------------------------------
+    def inject(self, *faults: Fault) -> None:
+        self.behaviour.inject(*faults)
+
+    def queue_replies(self, *texts: str) -> None:
+        self.behaviour.queue_replies(*texts)
+
+    def configure(self, **options: Any) -> None:
+        self.behaviour.configure(**options)
+
+    def reset(self) -> None:
+        self.behaviour.reset()
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        return self.behaviour.requests
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        return self.behaviour.max_prompt_tokens
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--context-limit", type=int, default=None)
+    parser.add_argument("--token-delay", type=float, default=0.0, help="seconds per chunk")
+    args = parser.parse_args(argv)
+    server = FakeProviderServer(
+        port=args.port, context_limit=args.context_limit, token_delay=args.token_delay
+    )
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    server.start()
+    print(f"FAKE_PROVIDER_URL={server.url}", flush=True)
+    done.wait()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Redis key names, task names and queues: the wire contract, documented where defined.
+
+Consumers in other languages read these keys directly, so every name here is part of the public
+API (see the README, "Events and keys").
+"""
+
+from __future__ import annotations
+
+import re
+
+KEY_PREFIX = "tw"
+
+SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
+"""Session ids become part of key and channel names: no glob characters, separators or spaces."""
+TURN_ID_PATTERN = SESSION_ID_PATTERN
+
+
+def session_key(session_id: str) -> str:
+    """Hash: the session's metadata (model, counts, running summary, window start)."""
+    return f"{KEY_PREFIX}:session:{session_id}"
+
+
+def transcript_key(session_id: str) -> str:
+    """List: every message ever ingested, as JSON entries; compression never trims it."""
+    return f"{KEY_PREFIX}:transcript:{session_id}"
+
+
+def turn_key(session_id: str, turn_id: str) -> str:
+    """Hash: one turn's state (status, attempt, published text, seq counter)."""
+    return f"{KEY_PREFIX}:turn:{session_id}:{turn_id}"
+
+
+def turn_text_key(session_id: str, turn_id: str) -> str:
+    """String: the reply text already published for a turn (what subscribers have seen)."""
+    return f"{KEY_PREFIX}:text:{session_id}:{turn_id}"
+
+
+def turn_order_key(session_id: str) -> str:
+    """Sorted set: turns waiting for or holding the session, by arrival (per-session FIFO)."""
+    return f"{KEY_PREFIX}:order:{session_id}"
+
+
+def events_stream_key(session_id: str) -> str:
+    """Stream: every event of the session, capped, for replay by entry id."""
+    return f"{KEY_PREFIX}:events:{session_id}"
+
+
+def events_channel(session_id: str) -> str:
+    """Pub/sub channel: the same events, live."""
+    return f"{KEY_PREFIX}:channel:{session_id}"
+
+
+SESSIONS_INDEX_KEY = f"{KEY_PREFIX}:sessions"
+"""Sorted set: session id -> last activity (unix seconds); drives listing and expiry."""
+ARRIVAL_COUNTER_KEY = f"{KEY_PREFIX}:arrivals"
+"""Counter that orders turns by arrival across all workers."""
+METRICS_KEY = f"{KEY_PREFIX}:metrics"
+"""Hash of counters shared by all workers (see ``workers.metrics``)."""
+LATENCY_KEY = f"{KEY_PREFIX}:latency"
+"""Hash of histogram buckets for queue-to-first-token latency."""
+
+TASK_INGEST_TURN = "tokenwindow.ingest_turn"
+TASK_COMPLETE_TURN = "tokenwindow.complete_turn"
+TASK_COMPRESS_SESSION = "tokenwindow.compress_session"
+TASK_COMPRESS_TRANSCRIPT = "tokenwindow.compress_transcript"
+TASK_COUNT_TOKENS = "tokenwindow.count_tokens"
+
+QUEUE_FAST = "fast"
+"""Cheap CPU work: token counting, turn ingest."""
+QUEUE_COMPLETIONS = "completions"
+"""Provider calls that stream replies; prefetch 1."""
+QUEUE_SUMMARIZATION = "summarization"
+"""Compression of session windows and bulk transcripts; may call a provider; prefetch 1."""
+QUEUES = (QUEUE_FAST, QUEUE_COMPLETIONS, QUEUE_SUMMARIZATION)
+
+TASK_ROUTES: dict[str, str] = {
+    TASK_COUNT_TOKENS: QUEUE_FAST,
+    TASK_INGEST_TURN: QUEUE_FAST,
+    TASK_COMPLETE_TURN: QUEUE_COMPLETIONS,
+    TASK_COMPRESS_SESSION: QUEUE_SUMMARIZATION,
+    TASK_COMPRESS_TRANSCRIPT: QUEUE_SUMMARIZATION,
+}

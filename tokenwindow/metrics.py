@@ -1,0 +1,94 @@
+"""Domain metrics shared by all workers, kept in one Redis hash.
+
+Workers increment fields with ``HINCRBY``/``HINCRBYFLOAT``; readers (client, CLI, gateway) turn
+the hash into nested JSON. Field names are ``name`` or ``name:label`` (e.g.
+``compressions:hybrid``), so a new label needs no schema change.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from tokenwindow.constants import LATENCY_KEY, METRICS_KEY, SESSIONS_INDEX_KEY
+from tokenwindow.sessions import decode_hash
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, float("inf"))
+"""Upper bounds (seconds) of the queue-to-first-token histogram, Prometheus style."""
+ACTIVE_WINDOW_SECONDS = 15 * 60
+"""A session is active if it had a turn in this many seconds."""
+
+COUNTERS = (
+    "turns_submitted",
+    "turns_completed",
+    "turns_failed",
+    "compressions",
+    "tokens_saved",
+    "crashes_prevented",
+    "failsafe_used",
+    "context_retries",
+    "provider_calls",
+    "errors",
+)
+
+
+class MetricsRecorder:
+    """Increments shared counters; every call is one round trip."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    def incr(self, name: str, label: str | None = None, amount: int = 1) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(METRICS_KEY, name, amount)
+        if label is not None:
+            pipe.hincrby(METRICS_KEY, f"{name}:{label}", amount)
+        pipe.execute()
+
+    def observe_first_token(self, seconds: float) -> None:
+        bucket = next(b for b in LATENCY_BUCKETS if seconds <= b)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(LATENCY_KEY, f"le:{bucket}", 1)
+        pipe.hincrby(LATENCY_KEY, "count", 1)
+        pipe.hincrbyfloat(LATENCY_KEY, "sum", seconds)
+        pipe.execute()
+
+
+def build_snapshot(
+    counters: dict[str, str], latency: dict[str, str], active_sessions: int
+) -> dict[str, Any]:
+    """Nested JSON from the raw hashes: ``{"compressions": {"total": 3, "hybrid": 2}, ...}``."""
+    snapshot: dict[str, Any] = {"active_sessions": active_sessions}
+    for name in COUNTERS:
+        snapshot[name] = {"total": 0}
+    for field, value in counters.items():
+        name, _, label = field.partition(":")
+        group = snapshot.setdefault(name, {"total": 0})
+        group[label or "total"] = int(value)
+    cumulative = 0
+    buckets: dict[str, int] = {}
+    for bound in LATENCY_BUCKETS:
+        cumulative += int(latency.get(f"le:{bound}", 0))
+        buckets["+Inf" if bound == float("inf") else str(bound)] = cumulative
+    snapshot["first_token_latency_seconds"] = {
+        "buckets": buckets,
+        "count": int(latency.get("count", 0)),
+        "sum": float(latency.get("sum", 0.0)),
+    }
+    return snapshot
+
+
+def active_since() -> float:
+    return time.time() - ACTIVE_WINDOW_SECONDS
+
+
+def read_snapshot(client: redis.Redis) -> dict[str, Any]:
+    """Synchronous read, for workers and tests; the async client has its own twin."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(METRICS_KEY)
+    pipe.hgetall(LATENCY_KEY)
+    pipe.zcount(SESSIONS_INDEX_KEY, active_since(), "+inf")
+    counters, latency, active = pipe.execute()
+    return build_snapshot(decode_hash(counters), decode_hash(latency), int(active))

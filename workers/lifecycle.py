@@ -1,0 +1,84 @@
+"""Worker lifecycle: logging, Sentry and tokenizer warm-up on start; a log line per task.
+
+Everything here runs from Celery signals, so importing the app never touches the network,
+Sentry or the tokenizer files.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import signals
+
+from tokenwindow.counting import counter_for_encoding
+from tokenwindow.settings import get_settings
+from workers.logs import configure_logging, safe_fields
+from workers.sentry import init_sentry
+
+log = logging.getLogger("tokenwindow.tasks")
+WARM_ENCODINGS = ("o200k_base", "cl100k_base")
+_started: dict[str, float] = {}
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    configure_logging(get_settings().log_level)
+
+
+@signals.worker_init.connect
+def _worker_init(**_: Any) -> None:
+    if init_sentry(get_settings()):
+        log.info("sentry enabled")
+
+
+@signals.worker_process_init.connect
+def _warm_tokenizers(**_: Any) -> None:
+    """Load vocabularies from disk once per child, before the first task waits on it."""
+    for name in WARM_ENCODINGS:
+        counter_for_encoding(name).count_text("warm")
+
+
+@signals.task_prerun.connect
+def _task_started(task_id: str, task: Any, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
+    _started[task_id] = time.monotonic()
+    log.info(
+        "task started",
+        extra={"fields": {"task": task.name, "task_id": task_id, **safe_fields(kwargs)}},
+    )
+
+
+@signals.task_postrun.connect
+def _task_finished(
+    task_id: str,
+    task: Any,
+    state: str | None = None,
+    kwargs: dict[str, Any] | None = None,
+    **_: Any,
+) -> None:
+    started = _started.pop(task_id, None)
+    elapsed = f"{time.monotonic() - started:.3f}" if started is not None else ""
+    log.info(
+        "task finished",
+        extra={
+            "fields": {
+                "task": task.name,
+                "task_id": task_id,
+                "state": state,
+                "seconds": elapsed,
+                **safe_fields(kwargs),
+            }
+        },
+    )
+
+
+@signals.task_retry.connect
+def _task_retry(request: Any = None, reason: Any = None, **_: Any) -> None:
+    fields = {
+        "task": getattr(request, "task", ""),
+        "task_id": getattr(request, "id", ""),
+        "reason": type(reason).__name__,
+        **safe_fields(getattr(request, "kwargs", None)),
+    }
+    log.warning("task retry", extra={"fields": fields})
