@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     hard_threshold: float = Field(0.95, gt=0, le=1)
     target_ratio: float = Field(0.5, gt=0, lt=1)
     """Compress down to this share of the usable input window."""
+    summarizer_model: str | None = None
+    """Model that writes summaries; unset means the extractive summarizer (no network)."""
     recent_share: float = Field(0.5, gt=0, lt=1)
     """Share of the compressed budget kept as verbatim recent messages (hybrid)."""
     exact_margin_tokens: int = Field(16, ge=0)

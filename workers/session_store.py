@@ -25,6 +25,7 @@ from tokenwindow.constants import (
     transcript_key,
     turn_key,
     turn_order_key,
+    turn_text_key,
 )
 from tokenwindow.counting import REPLY_PRIMING, TokenCounter, message_key
 from tokenwindow.messages import Message, is_system
@@ -100,6 +101,20 @@ class SessionStore:
     def heartbeat(self, session_id: str, turn_id: str) -> None:
         self.redis.hset(turn_key(session_id, turn_id), "heartbeat", time.time())
 
+    def start_attempt(self, session_id: str, turn_id: str) -> tuple[int, str]:
+        """Number this generation attempt; return it with the text earlier attempts published."""
+        pipe = self.redis.pipeline()
+        pipe.hincrby(turn_key(session_id, turn_id), "attempt", 1)
+        pipe.get(turn_text_key(session_id, turn_id))
+        attempt, seen = pipe.execute()
+        return int(attempt), text_of_reply(seen)
+
+    def published_text(self, session_id: str, turn_id: str) -> str:
+        return text_of_reply(self.redis.get(turn_text_key(session_id, turn_id)))
+
+    def forget_published(self, session_id: str, turn_id: str) -> None:
+        self.redis.delete(turn_text_key(session_id, turn_id))
+
     def release_turn(self, session_id: str, turn_id: str) -> None:
         self.redis.zrem(turn_order_key(session_id), turn_id)
 
@@ -120,32 +135,27 @@ class SessionStore:
         raw = self.redis.hgetall(session_key(session_id))
         return decode_hash(raw)
 
-    def new_suffix(
-        self, meta: dict[str, str], messages: Sequence[Message]
-    ) -> tuple[list[Message], list[str]]:
+    def new_suffix(self, meta: dict[str, str], messages: Sequence[Message]) -> list[Message]:
         """The messages not yet in the transcript, and their content keys.
 
         A caller that resends the whole history (as OpenAI clients do) is recognised by a
         chained digest of the transcript: if the first ``n`` messages of the request chain to the
         stored digest, only the rest is new. The digest costs O(request), never O(history).
         """
-        keys = [message_key(m) for m in messages]
         stored = int(meta.get("messages", "0"))
-        digest = meta.get("digest", "")
         if stored and len(messages) > stored:
             prefix_digest = ""
-            for key in keys[:stored]:
-                prefix_digest = _chain(prefix_digest, key)
-            if prefix_digest == digest:
-                return list(messages[stored:]), keys[stored:]
-        return list(messages), keys
+            for message in messages[:stored]:
+                prefix_digest = _chain(prefix_digest, message_key(message))
+            if prefix_digest == meta.get("digest", ""):
+                return list(messages[stored:])
+        return list(messages)
 
     def append_turn(
         self,
         session_id: str,
         turn_id: str,
         messages: Sequence[Message],
-        keys: Sequence[str],
         counter: TokenCounter,
         *,
         model: str,
@@ -172,8 +182,8 @@ class SessionStore:
                 return
             meta = decode_hash(pipe.hgetall(skey))
             digest = meta.get("digest", "")
-            for key in keys:
-                digest = _chain(digest, key)
+            for entry in entries:
+                digest = _chain(digest, message_key(entry.message))
             pipe.multi()
             if entries:
                 pipe.rpush(tkey, *(e.dumps() for e in entries))
@@ -198,6 +208,13 @@ class SessionStore:
 
         self.redis.transaction(transaction, turn, skey)
         return entries
+
+    def prompt_tokens(self, session_id: str, counter: TokenCounter) -> int:
+        """The working window's prompt size, from the cached total when the encoding matches."""
+        meta = self.meta(session_id)
+        if meta.get("encoding") == counter.encoding_name:
+            return REPLY_PRIMING + int(meta.get("window_tokens", "0"))
+        return self.working_window(session_id, counter).tokens
 
     def working_window(self, session_id: str, counter: TokenCounter) -> WorkingWindow:
         """Read the window; recount only if the session was counted with another encoding."""

@@ -1,0 +1,153 @@
+"""Compression tasks: a session's working window, and standalone transcripts in bulk.
+
+``compress_session`` is retried with backoff and jitter on transient summarizer errors only; when
+retries run out, or the soft time limit hits, it falls back to the extractive summarizer and then
+the failsafe, so a chained completion always follows a window that fits. It never raises into the
+chain: a broken compression must not strand the turn behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from strategies.base import CompressionResult
+from tasks.retry import backoff
+from tokenwindow.constants import TASK_COMPRESS_SESSION, TASK_COMPRESS_TRANSCRIPT
+from tokenwindow.counting import counter_for_encoding
+from tokenwindow.errors import BudgetError, InvalidInputError, TokenWindowError
+from tokenwindow.events import EventType
+from tokenwindow.messages import validate_messages
+from tokenwindow.models import get_registry
+from tokenwindow.settings import get_settings
+from tokenwindow.window import window_for
+from workers.app import app
+from workers.compressor import Compression
+from workers.connections import get_events, get_metrics, get_store
+
+log = logging.getLogger(__name__)
+
+
+def _report(result: CompressionResult) -> dict[str, Any]:
+    return {
+        "strategy": result.strategy,
+        "tokens_before": result.tokens_before,
+        "tokens_after": result.tokens_after,
+        "failsafe": result.failsafe,
+        "truncated": result.truncated,
+        "summarized": result.summarized,
+        "dropped": result.dropped,
+    }
+
+
+@app.task(name=TASK_COMPRESS_SESSION, bind=True, acks_late=True)
+def compress_session(
+    self: Task, *, session_id: str, turn_id: str, model: str, strategy: str, reason: str
+) -> dict[str, Any]:
+    """Compress the session's working window to the target share and apply it atomically."""
+    settings, store, events = get_settings(), get_store(), get_events()
+    spec = get_registry().get(model)
+    counter = counter_for_encoding(spec.encoding, spec.exact)
+    budget = window_for(spec, settings).target
+    working = store.working_window(session_id, counter)
+    if working.tokens <= budget:
+        return {"status": "skipped", "tokens": working.tokens, "budget": budget}
+    if self.request.retries == 0:
+        events.publish(
+            session_id,
+            turn_id,
+            EventType.COMPRESSION_STARTED,
+            strategy=strategy,
+            reason=reason,
+            tokens_before=working.tokens,
+            budget=budget,
+        )
+    compression = Compression(
+        working.messages,
+        strategy=strategy,
+        budget=budget,
+        counter=counter,
+        provider=spec.provider,
+        settings=settings,
+    )
+    try:
+        result = compression.attempt()
+        error = compression.provider_error
+        if result.error is not None and error is not None and error.retryable:
+            if self.request.retries < settings.max_retries:
+                raise self.retry(countdown=backoff(self.request.retries, error.retry_after))
+        if result.error is not None:
+            events.publish(
+                session_id,
+                turn_id,
+                EventType.COMPRESSION_FAILED,
+                strategy=strategy,
+                code=error.code if error else "summarizer_failed",
+                message="summarizer failed; falling back",
+            )
+            get_metrics().incr("errors", error.code if error else "summarizer_failed")
+        result = compression.fallback(result)
+    except SoftTimeLimitExceeded:
+        events.publish(
+            session_id,
+            turn_id,
+            EventType.COMPRESSION_FAILED,
+            strategy=strategy,
+            code="timeout",
+            message="compression ran past its soft time limit",
+        )
+        result = compression.failsafe()
+    applied = store.apply_compression(
+        session_id, working, kept_from=result.kept_from, summary=result.summary, counter=counter
+    )
+    if applied:
+        metrics = get_metrics()
+        metrics.incr("compressions", result.strategy)
+        metrics.incr("tokens_saved", amount=max(result.tokens_saved, 0))
+        if result.failsafe:
+            metrics.incr("failsafe_used")
+    events.publish(
+        session_id,
+        turn_id,
+        EventType.COMPRESSION_COMPLETED,
+        reason=reason,
+        applied=applied,
+        **_report(result),
+    )
+    return {"status": "applied" if applied else "stale", **_report(result)}
+
+
+@app.task(name=TASK_COMPRESS_TRANSCRIPT, bind=True, acks_late=True)
+def compress_transcript(
+    self: Task,
+    *,
+    transcript_id: str,
+    messages: list[dict[str, Any]],
+    model: str,
+    strategy: str,
+    budget: int | None = None,
+    ratio: float | None = None,
+) -> dict[str, Any]:
+    """Compress one standalone transcript (bulk mode); errors are results, not exceptions."""
+    try:
+        valid = validate_messages(messages)
+        spec = get_registry().get(model)
+        counter = counter_for_encoding(spec.encoding, spec.exact)
+        before = counter.count_messages(valid)
+        target = budget if budget is not None else int(before * (ratio or 0))
+        if target <= 0:
+            raise BudgetError(f"budget: must be a positive number of tokens, got {target}")
+        result = Compression(
+            valid,
+            strategy=strategy,
+            budget=target,
+            counter=counter,
+            provider=spec.provider,
+            settings=get_settings(),
+        ).run()
+    except (InvalidInputError, TokenWindowError) as exc:
+        return {"id": transcript_id, "error": exc.to_dict()}
+    return {"id": transcript_id, "messages": result.messages, **_report(result)}
