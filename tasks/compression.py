@@ -76,9 +76,9 @@ def compress_session(
     try:
         result = compression.attempt()
         error = compression.provider_error
-        if result.error is not None and error is not None and error.retryable:
-            if self.request.retries < settings.max_retries:
-                raise self.retry(countdown=backoff(self.request.retries, error.retry_after))
+        retries_left = self.request.retries < settings.max_retries
+        if result.error is not None and error is not None and error.retryable and retries_left:
+            raise self.retry(countdown=backoff(self.request.retries, error.retry_after))
         if result.error is not None:
             events.publish(
                 session_id,

@@ -10,7 +10,7 @@ from tokenwindow.errors import TokenWindowError
 from workers.app import app
 
 
-class CountFailed(Exception):
+class CountError(Exception):
     """Raised so the task's result is FAILURE with the error's code and message."""
 
 
@@ -26,4 +26,4 @@ def count_tokens(
     try:
         return count_request(model, text=text, messages=messages, tools=tools)
     except TokenWindowError as exc:
-        raise CountFailed(f"{exc.code}: {exc.message}") from None
+        raise CountError(f"{exc.code}: {exc.message}") from None
