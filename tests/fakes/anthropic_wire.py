@@ -91,7 +91,11 @@ def stream(
             "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": 1},
         },
     }
-    block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+    block = {
+        "type": "content_block_start",
+        "index": 0,
+        "content_block": {"type": "text", "text": ""},
+    }
     frames = [
         Frame(_event("message_start", start)),
         Frame(_event("content_block_start", block)),
@@ -101,7 +105,11 @@ def stream(
         Frame(
             _event(
                 "content_block_delta",
-                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}},
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": p},
+                },
             ),
             text=True,
         )

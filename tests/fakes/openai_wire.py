@@ -19,7 +19,11 @@ ERRORS: dict[int, tuple[str, str | None, str]] = {
         "Incorrect API key provided: sk-fake***. You can find your API key at "
         "https://platform.openai.com/account/api-keys.",
     ),
-    403: ("invalid_request_error", "unsupported_country_region_territory", "Country not supported."),
+    403: (
+        "invalid_request_error",
+        "unsupported_country_region_territory",
+        "Country not supported.",
+    ),
     429: (
         "tokens",
         "rate_limit_exceeded",

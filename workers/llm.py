@@ -1,0 +1,414 @@
+"""The LLM gateway: every provider call goes through litellm here, and every failure comes out
+as one of ``tokenwindow.errors``' provider errors.
+
+litellm is imported on first use, after the offline defaults are set, so importing this module
+stays cheap. litellm's own retries are off: Celery owns retries, with backoff and idempotency.
+Error messages carry the model name, the kind of failure and the provider's own explanation,
+never prompt text.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import functools
+import json
+import re
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from strategies.summary import summary_prompt
+from tokenwindow.errors import (
+    ContextWindowExceededError,
+    ProviderAuthError,
+    ProviderBadRequestError,
+    ProviderError,
+    ProviderRateLimitError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    SummarizerError,
+)
+from tokenwindow.messages import Message, text_of
+from tokenwindow.models import ModelSpec
+from tokenwindow.offline import prepare_offline_environment
+from tokenwindow.settings import Settings, get_settings
+
+CONTEXT_OVERFLOW = re.compile(
+    r"context length|context window|maximum context|prompt is too long|input is too long|"
+    r"too many (?:input )?tokens",
+    re.IGNORECASE,
+)
+"""How providers word a too-long prompt when litellm does not classify it for us."""
+MAX_DETAIL_CHARS = 300
+QUOTE_NGRAM = 4
+"""A provider message sharing this many consecutive words with the prompt is withheld."""
+
+
+@dataclass(frozen=True)
+class CompletionUsage:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str | None
+    usage: CompletionUsage | None
+
+
+# --- litellm, loaded once --------------------------------------------------------------------
+@functools.cache
+def _litellm() -> ModuleType:
+    prepare_offline_environment()
+    import litellm
+
+    from workers import offline_model
+
+    litellm.suppress_debug_info = True
+    offline_model.register(litellm)
+    return litellm
+
+
+def _api_key(spec: ModelSpec, settings: Settings) -> str | None:
+    if spec.api_key:
+        return spec.api_key
+    secret = {
+        "openai": settings.openai_api_key,
+        "anthropic": settings.anthropic_api_key,
+        "gemini": settings.google_api_key,
+        "google": settings.google_api_key,
+    }.get(spec.provider)
+    return secret.get_secret_value() if secret is not None else None
+
+
+def _request(
+    spec: ModelSpec,
+    messages: list[Message],
+    *,
+    max_tokens: int | None,
+    temperature: float | None,
+    timeout: float | None,
+    settings: Settings | None,
+) -> dict[str, Any]:
+    settings = settings or get_settings()
+    request: dict[str, Any] = {
+        "model": spec.litellm_model,
+        "messages": messages,
+        "timeout": timeout if timeout is not None else settings.provider_timeout_seconds,
+        "num_retries": 0,
+        "max_retries": 0,
+    }
+    optional = {
+        "api_base": spec.api_base,
+        "api_key": _api_key(spec, settings),
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+    }
+    request.update({k: v for k, v in optional.items() if v is not None})
+    return request
+
+
+# --- calls -------------------------------------------------------------------------------------
+class CompletionStream(Iterator[str]):
+    """Text deltas of one streamed reply; ``usage`` and ``finish_reason`` are set by the end.
+
+    A stream that breaks, or ends without the provider saying it finished, raises a retryable
+    ``ProviderUnavailableError`` (or ``ProviderTimeoutError``) instead of ending quietly.
+    """
+
+    def __init__(self, spec: ModelSpec, messages: list[Message], chunks: Any) -> None:
+        self._spec = spec
+        self._messages = messages
+        self._chunks = iter(chunks)
+        self.usage: CompletionUsage | None = None
+        self.finish_reason: str | None = None
+        self.chunks_received = 0
+
+    def __next__(self) -> str:
+        while True:
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                if self.finish_reason is None:
+                    raise ProviderUnavailableError(
+                        f"{self._spec.name}: stream ended after {self.chunks_received} chunks "
+                        "without a finish reason"
+                    ) from None
+                raise
+            except Exception as exc:
+                raise map_error(exc, self._spec, self._messages) from None
+            self.chunks_received += 1
+            usage = getattr(chunk, "usage", None)
+            if usage is not None:
+                self.usage = CompletionUsage(usage.prompt_tokens, usage.completion_tokens)
+            if not chunk.choices:
+                continue
+            choice = chunk.choices[0]
+            self.finish_reason = choice.finish_reason or self.finish_reason
+            text = choice.delta.content
+            if text:
+                return str(text)
+
+
+def stream_completion(
+    spec: ModelSpec,
+    messages: list[Message],
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    timeout: float | None = None,
+    settings: Settings | None = None,
+) -> CompletionStream:
+    """Start a streamed completion; the request is sent now, so status errors raise here."""
+    litellm = _litellm()
+    request = _request(
+        spec,
+        messages,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        timeout=timeout,
+        settings=settings,
+    )
+    try:
+        chunks = litellm.completion(**request, stream=True, stream_options={"include_usage": True})
+    except Exception as exc:
+        raise map_error(exc, spec, messages) from None
+    return CompletionStream(spec, messages, chunks)
+
+
+def generate(
+    spec: ModelSpec,
+    messages: list[Message],
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    timeout: float | None = None,
+    settings: Settings | None = None,
+) -> Completion:
+    """One non-streamed completion with its finish reason and usage."""
+    litellm = _litellm()
+    request = _request(
+        spec,
+        messages,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        timeout=timeout,
+        settings=settings,
+    )
+    try:
+        response = litellm.completion(**request)
+    except Exception as exc:
+        raise map_error(exc, spec, messages) from None
+    choice = response.choices[0]
+    usage = getattr(response, "usage", None)
+    return Completion(
+        text=str(choice.message.content or ""),
+        finish_reason=choice.finish_reason,
+        usage=CompletionUsage(usage.prompt_tokens, usage.completion_tokens) if usage else None,
+    )
+
+
+def complete(
+    spec: ModelSpec,
+    messages: list[Message],
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    timeout: float | None = None,
+    settings: Settings | None = None,
+) -> str:
+    """The reply text of one non-streamed completion."""
+    return generate(
+        spec,
+        messages,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        timeout=timeout,
+        settings=settings,
+    ).text
+
+
+# --- summarizer adapter ------------------------------------------------------------------------
+class LLMSummarizer:
+    """A ``strategies.base.Summarizer`` backed by a model through this gateway.
+
+    The request is ``strategies.summary.summary_prompt``, the same one compression measured.
+    A reply cut at ``max_tokens`` or empty is a ``SummarizerError``: a partial summary would
+    silently lose facts. Provider errors propagate unchanged so the summarization task can
+    retry the transient ones.
+    """
+
+    def __init__(
+        self, spec: ModelSpec, settings: Settings | None = None, *, temperature: float = 0.0
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.temperature = temperature
+
+    def __call__(
+        self, messages: list[Message], *, previous_summary: str | None, max_tokens: int
+    ) -> str:
+        request = summary_prompt(messages, previous_summary=previous_summary, max_tokens=max_tokens)
+        result = generate(
+            self.spec,
+            request,
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+            settings=self.settings,
+        )
+        if result.finish_reason == "length":
+            raise SummarizerError(f"{self.spec.name}: summary was cut at {max_tokens} tokens")
+        summary = result.text.strip()
+        if not summary:
+            raise SummarizerError(f"{self.spec.name}: returned an empty summary")
+        return summary
+
+
+# --- error mapping -----------------------------------------------------------------------------
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        inner = getattr(current, "original_exception", None)
+        if isinstance(inner, BaseException):
+            current = inner
+        else:
+            current = current.__cause__ or current.__context__
+
+
+def _headers(exc: BaseException) -> Mapping[str, str]:
+    for source in (
+        getattr(exc, "headers", None),
+        getattr(exc, "litellm_response_headers", None),
+        getattr(getattr(exc, "response", None), "headers", None),
+    ):
+        if source:
+            return {str(k).lower(): str(v) for k, v in source.items()}
+    return {}
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    if "retry-after-ms" in headers:
+        try:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _provider_message(exc: BaseException) -> str:
+    """The provider's own explanation, dug out of litellm's wrapped message."""
+    text = str(getattr(exc, "message", None) or exc)
+    text = text.split(" Original exception:", 1)[0]
+    text = re.sub(r"\.? Handle with `litellm\.\w+`\.?", "", text)
+    match = re.search(r"(?:Exception|Error) - (.*)", text, re.DOTALL)
+    detail = match.group(1) if match else text
+    body = re.search(r"\{.*\}", detail, re.DOTALL)
+    if body:
+        try:
+            data = json.loads(body.group(0))
+        except ValueError:
+            data = None
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            detail = error["message"]
+    detail = " ".join(detail.split())
+    return detail[:MAX_DETAIL_CHARS]
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def quotes_prompt(detail: str, messages: list[Message]) -> bool:
+    """True if ``detail`` repeats a run of prompt words (or a whole short message)."""
+    detail_words = _words(detail)
+    grams = {
+        tuple(detail_words[i : i + QUOTE_NGRAM]) for i in range(len(detail_words) - QUOTE_NGRAM + 1)
+    }
+    joined = " " + " ".join(detail_words) + " "
+    for message in messages:
+        words = _words(text_of(message))
+        if not words:
+            continue
+        if len(words) < QUOTE_NGRAM:
+            if f" {' '.join(words)} " in joined:
+                return True
+            continue
+        if any(
+            tuple(words[i : i + QUOTE_NGRAM]) in grams for i in range(len(words) - QUOTE_NGRAM + 1)
+        ):
+            return True
+    return False
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    import httpx
+    from litellm import exceptions as errors
+
+    return any(
+        isinstance(e, errors.Timeout | httpx.TimeoutException | TimeoutError) for e in _causes(exc)
+    )
+
+
+def map_error(exc: BaseException, spec: ModelSpec, messages: list[Message]) -> ProviderError:
+    """Translate a litellm (or transport) exception into the service's provider error."""
+    import httpx
+    from litellm import exceptions as errors
+
+    status = getattr(exc, "status_code", None)
+    detail = _provider_message(exc)
+    if detail and quotes_prompt(detail, messages):
+        detail = "(provider message withheld: it quotes the prompt)"
+
+    def say(what: str) -> str:
+        code = f" (HTTP {status})" if isinstance(status, int) else ""
+        return f"{spec.name}: {what}{code}" + (f": {detail}" if detail else "")
+
+    if isinstance(exc, errors.ContextWindowExceededError):
+        return ContextWindowExceededError(say("prompt exceeds the context window"))
+    if isinstance(exc, errors.MidStreamFallbackError):
+        if _is_timeout(exc):
+            return ProviderTimeoutError(f"{spec.name}: stream stalled past the timeout")
+        return ProviderUnavailableError(f"{spec.name}: stream broke before it finished")
+    if _is_timeout(exc):
+        return ProviderTimeoutError(f"{spec.name}: no answer within the timeout")
+    if isinstance(exc, errors.RateLimitError):
+        return ProviderRateLimitError(
+            say("rate limited"), retry_after=retry_after_seconds(_headers(exc))
+        )
+    if isinstance(exc, errors.AuthenticationError | errors.PermissionDeniedError):
+        return ProviderAuthError(say("credentials rejected"))
+    if isinstance(exc, errors.BadRequestError | errors.UnprocessableEntityError):
+        if CONTEXT_OVERFLOW.search(detail):
+            return ContextWindowExceededError(say("prompt exceeds the context window"))
+        return ProviderBadRequestError(say("request rejected"))
+    if isinstance(exc, errors.NotFoundError):
+        return ProviderBadRequestError(say("model or endpoint not found"))
+    if isinstance(exc, errors.APIConnectionError | httpx.TransportError | ConnectionError):
+        return ProviderUnavailableError(say("connection failed"))
+    if isinstance(status, int) and status >= 500:
+        return ProviderUnavailableError(say("provider unavailable"))
+    if isinstance(
+        exc,
+        errors.InternalServerError | errors.ServiceUnavailableError | errors.BadGatewayError,
+    ):
+        return ProviderUnavailableError(say("provider unavailable"))
+    return ProviderError(say(f"unexpected {type(exc).__name__}"))
