@@ -1,7 +1,9 @@
 """Token counting with OpenAI's published chat accounting, cached per message.
 
-A message's count depends only on its encoding and content, so counts are memoised by
-(encoding, content hash): appending a turn to a long session costs that turn, not the history.
+A message's count depends only on its encoding and content, so counts are memoised by a content
+digest: appending a turn to a long session costs that turn, not the history. The digest of a
+plain message is taken over its raw text (a fast hash), so a cache miss costs little more than
+encoding, and a hit costs a small fraction of it.
 """
 
 from __future__ import annotations
@@ -9,20 +11,49 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections import OrderedDict
-from typing import Any
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import tiktoken
 
-from tokenwindow.messages import Message
+from tokenwindow.errors import InvalidInputError
+from tokenwindow.images import image_tokens
+from tokenwindow.messages import SYSTEM_ROLES, Message, validate_messages
 from tokenwindow.offline import prepare_offline_environment
+from tokenwindow.tooldefs import render_tools
+
+if TYPE_CHECKING:
+    from tokenwindow.models import ModelSpec
 
 TOKENS_PER_MESSAGE = 3
 """OpenAI's per-message framing (``<|start|>role ... <|end|>``)."""
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
 """Every reply is primed with ``<|start|>assistant<|message|>``."""
+TOKENS_PER_TOOL_CALL = 3
+"""Framing of one assistant tool (or legacy function) call around its name and arguments."""
+TOOLS_OVERHEAD = 9
+"""Added once when a request carries tool definitions."""
+TOOLS_SYSTEM_DISCOUNT = 4
+"""Subtracted when tools are present and so is a system message: the definitions share it."""
 CACHE_SIZE = 200_000
+"""Messages whose counts each counter remembers; oldest entries go first."""
+LONG_WHITESPACE = 4096
+"""Whitespace runs at least this long are split without tiktoken's regex, whose backtracking
+overflows the stack on runs of a few hundred thousand spaces (tiktoken 0.14 still panics)."""
+OPAQUE_PARTS = frozenset(("input_audio", "file"))
+"""Content parts whose tokens cannot be known offline: a count that includes one is an estimate."""
+
+_LONG_RUN = re.compile(rf"\s{{{LONG_WHITESPACE},}}")
+# Unicode White_Space, which is what tiktoken's regex engine means by \s.
+_WS = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_WS_NOT_NEWLINE = r"\t\x0b\x0c \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_SAFE_CUT = re.compile(rf"[^{_WS}][{_WS_NOT_NEWLINE}]")
+"""A non-space followed by a space other than CR/LF: no pre-token of either OpenAI encoding
+spans that gap, and no pattern looks past it, so text cut there counts the same in two halves."""
+_CUT_LOOKBACK = 4096
 
 
 @functools.cache
@@ -32,10 +63,37 @@ def get_encoding(name: str) -> tiktoken.Encoding:
     return tiktoken.get_encoding(name)
 
 
-def message_key(message: Message) -> str:
-    """Stable content hash of a message, the cache key for its count."""
+def _json_digest(message: Message) -> bytes:
     blob = json.dumps(message, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.blake2b(blob.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return hashlib.blake2b(blob.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def message_key(message: Message) -> str:
+    """Stable content hash of a message (sorted-key JSON), for identity across processes."""
+    return _json_digest(message).hex()
+
+
+def _cache_key(message: Message) -> bytes:
+    """Digest of a message for the count cache: raw text for plain messages, JSON otherwise."""
+    content = message.get("content")
+    if type(content) is str and message.keys() <= {"role", "content", "name"}:
+        role = message["role"]
+        name = message.get("name", "")
+        head = f"{len(role)}:{role}{len(name)}:{name}\x00".encode("utf-8", "surrogatepass")
+        digest = hashlib.blake2b(head, digest_size=16)
+        digest.update(content.encode("utf-8", "surrogatepass"))
+        return digest.digest()
+    return b"j" + _json_digest(message)
+
+
+def has_opaque_parts(messages: Iterable[Message]) -> bool:
+    """True when some message holds audio or a file, whose count can only be estimated."""
+    return any(
+        isinstance(part, dict) and part.get("type") in OPAQUE_PARTS
+        for m in messages
+        if isinstance(m.get("content"), list)
+        for part in m["content"]  # type: ignore[union-attr]
+    )
 
 
 class TokenCounter:
@@ -45,61 +103,187 @@ class TokenCounter:
         self.encoding_name = encoding_name
         self.exact = exact
         self._encoding = get_encoding(encoding_name)
-        self._cache: OrderedDict[str, int] = OrderedDict()
+        self._cache: dict[bytes, int] = {}
+        self._short: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def count_text(self, text: str) -> int:
-        """Tokens in plain text; special-token strings count as ordinary text."""
+        """Tokens in plain text; special-token strings count as ordinary text. Linear time."""
+        if len(text) >= LONG_WHITESPACE and _LONG_RUN.search(text):
+            return self._count_around_long_runs(text)
         return len(self._encoding.encode_ordinary(text))
 
-    def _count_value(self, value: Any) -> int:
-        if isinstance(value, str):
-            return self.count_text(value)
-        if isinstance(value, list):
-            return sum(self._count_part(part) for part in value)
-        if value is None:
-            return 0
-        return self.count_text(json.dumps(value, ensure_ascii=False))
+    def _count_around_long_runs(self, text: str) -> int:
+        """Count with Python-side splitting near long whitespace runs, tiktoken elsewhere."""
+        total = start = 0
+        for run in _LONG_RUN.finditer(text):
+            if run.start() < start:
+                continue
+            left = start
+            for cut in _SAFE_CUT.finditer(
+                text, max(start, run.start() - _CUT_LOOKBACK), run.start() + 1
+            ):
+                left = cut.start() + 1
+            after = _SAFE_CUT.search(text, run.end())
+            right = after.start() + 1 if after else len(text)
+            total += len(self._encoding.encode_ordinary(text[start:left]))
+            total += self._count_split_in_python(text[left:right])
+            start = right
+        return total + len(self._encoding.encode_ordinary(text[start:]))
+
+    def _count_split_in_python(self, text: str) -> int:
+        try:
+            return len(self._encoding._encode_only_native_bpe(text))
+        except UnicodeEncodeError:  # lone surrogates: replace them, as encode_ordinary does
+            fixed = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            return len(self._encoding._encode_only_native_bpe(fixed))
+
+    def _count_short(self, text: str) -> int:
+        """Roles and names repeat on every message: remember their counts."""
+        tokens = self._short.get(text)
+        if tokens is None:
+            tokens = self.count_text(text)
+            if len(self._short) < 10_000:
+                self._short[text] = tokens
+        return tokens
 
     def _count_part(self, part: Any) -> int:
         if not isinstance(part, dict):
-            return self._count_value(part)
+            return self.count_text(str(part))
         kind = part.get("type")
         if kind == "text":
             return self.count_text(str(part.get("text", "")))
         if kind == "refusal":
             return self.count_text(str(part.get("refusal", "")))
-        return self.count_text(json.dumps(part, ensure_ascii=False))
+        if kind == "image_url":
+            image = part.get("image_url")
+            if isinstance(image, str):
+                return image_tokens(image)
+            if isinstance(image, dict):
+                return image_tokens(str(image.get("url", "")), str(image.get("detail", "auto")))
+        return 0  # audio and files: see OPAQUE_PARTS
+
+    def _count_call(self, function: Any) -> int:
+        if not isinstance(function, dict):
+            return TOKENS_PER_TOOL_CALL
+        name = str(function.get("name", ""))
+        arguments = function.get("arguments", "")
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        return TOKENS_PER_TOOL_CALL + self._count_short(name) + self.count_text(arguments)
 
     def _count_uncached(self, message: Message) -> int:
-        tokens = TOKENS_PER_MESSAGE
-        for key, value in message.items():
-            if key == "name":
-                tokens += TOKENS_PER_NAME + self.count_text(str(value))
-            elif key == "tool_calls":
-                tokens += self.count_text(json.dumps(value, ensure_ascii=False))
-            else:
-                tokens += self._count_value(value)
+        tokens = TOKENS_PER_MESSAGE + self._count_short(str(message.get("role", "")))
+        content = message.get("content")
+        if isinstance(content, str):
+            tokens += self.count_text(content)
+        elif isinstance(content, list):
+            tokens += sum(self._count_part(part) for part in content)
+        if "name" in message:
+            tokens += TOKENS_PER_NAME + self._count_short(str(message["name"]))
+        for call in message.get("tool_calls") or ():
+            tokens += self._count_call(call.get("function") if isinstance(call, dict) else None)
+        if "function_call" in message:
+            tokens += self._count_call(message["function_call"])  # type: ignore[typeddict-item]
+        refusal = message.get("refusal")
+        if isinstance(refusal, str):
+            tokens += self.count_text(refusal)
         return tokens
 
     def count_message(self, message: Message) -> int:
-        """Tokens one message adds to a prompt, framing included (memoised by content)."""
-        key = message_key(message)
+        """Tokens one message adds to a prompt, framing included (memoised by content).
+
+        The ``tool_call_id`` of a tool result is not counted: only the result text reaches the
+        prompt, which is also how litellm and the community counters account for it.
+        """
+        key = _cache_key(message)
         cached = self._cache.get(key)
         if cached is not None:
-            self._cache.move_to_end(key)
             return cached
         tokens = self._count_uncached(message)
-        self._cache[key] = tokens
-        if len(self._cache) > CACHE_SIZE:
-            self._cache.popitem(last=False)
+        with self._lock:
+            if len(self._cache) >= CACHE_SIZE:
+                del self._cache[next(iter(self._cache))]
+            self._cache[key] = tokens
         return tokens
 
-    def count_messages(self, messages: list[Message]) -> int:
-        """Prompt tokens for a full request: every message plus the reply priming."""
-        return REPLY_PRIMING + sum(self.count_message(m) for m in messages)
+    def count_tools(self, tools: Sequence[Any], messages: Sequence[Message] = ()) -> int:
+        """Tokens the tool definitions add to a request with these messages.
+
+        OpenAI appends a newline to the first system message when tools are present, which can
+        change how that message's last characters tokenize, so the difference is counted here.
+        """
+        if not tools:
+            return 0
+        tokens = self.count_text(render_tools(list(tools))) + TOOLS_OVERHEAD
+        system = next((m for m in messages if m.get("role") in SYSTEM_ROLES), None)
+        if system is not None:
+            tokens -= TOOLS_SYSTEM_DISCOUNT
+            content = system.get("content")
+            if isinstance(content, str):
+                tokens += self.count_text(content + "\n") - self.count_text(content)
+        return tokens
+
+    def count_messages(
+        self, messages: Sequence[Message], tools: Sequence[Any] | None = None
+    ) -> int:
+        """Prompt tokens for a full request: every message, the tools, and the reply priming."""
+        total = REPLY_PRIMING + sum(self.count_message(m) for m in messages)
+        return total + self.count_tools(tools or (), messages)
 
 
 @functools.cache
 def counter_for_encoding(encoding_name: str, exact: bool = True) -> TokenCounter:
     """One shared counter (and so one shared cache) per encoding in a process."""
     return TokenCounter(encoding_name, exact=exact)
+
+
+def counter_for(spec: ModelSpec) -> TokenCounter:
+    """The shared counter for a model's tokenizer."""
+    return counter_for_encoding(spec.encoding, spec.exact)
+
+
+def count_request(
+    model: str,
+    *,
+    text: str | None = None,
+    messages: list[Any] | None = None,
+    tools: list[Any] | None = None,
+) -> dict[str, Any]:
+    """Count a text or a chat request for ``model``: the one entry point of the CLI, the
+    ``count_tokens`` task, the client and the gateway, so all of them give the same answer.
+
+    Raises ``UnknownModelError`` for a model not in the registry and ``InvalidInputError`` for
+    empty or malformed input, naming the field.
+    """
+    from tokenwindow.models import get_registry
+
+    if (text is None) == (messages is None):
+        raise InvalidInputError("input: give exactly one of text or messages")
+    spec = get_registry().get(model)
+    counter = counter_for(spec)
+    exact = spec.exact
+    if text is not None:
+        if not isinstance(text, str):
+            raise InvalidInputError(f"text: must be a string, got {type(text).__name__}")
+        if tools:
+            raise InvalidInputError("tools: only allowed with messages")
+        if not text:
+            raise InvalidInputError("text: must not be empty")
+        tokens = counter.count_text(text)
+    else:
+        if tools is not None and not isinstance(tools, list):
+            raise InvalidInputError(f"tools: must be a list, got {type(tools).__name__}")
+        checked = validate_messages(messages)
+        tokens = counter.count_messages(checked, tools)
+        exact = exact and not has_opaque_parts(checked)
+    kind = "tiktoken" if exact else "estimate"
+    return {
+        "model": spec.name,
+        "tokens": tokens,
+        "exact": exact,
+        "method": f"{kind}:{spec.encoding}",
+        "encoding": spec.encoding,
+        "max_input_tokens": spec.max_input_tokens,
+        "max_output_tokens": spec.max_output_tokens,
+    }

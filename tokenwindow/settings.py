@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     exact_margin_tokens: int = Field(16, ge=0)
     estimate_margin_ratio: float = Field(0.10, ge=0, lt=0.5)
     """Extra headroom for models whose count is an estimate; see README, "Safety margins"."""
+    estimate_margin_ratios: dict[str, Annotated[float, Field(ge=0, lt=0.5)]] = Field(
+        default_factory=lambda: {"anthropic": 0.15}
+    )
+    """Per-provider overrides of ``estimate_margin_ratio``, as JSON: ``{"gemini": 0.12}``."""
     session_ttl_seconds: int = Field(7 * 24 * 3600, gt=0)
     stream_maxlen: int = Field(10_000, gt=0)
     """Approximate cap on events kept per session stream (replay window)."""

@@ -41,6 +41,11 @@ class Window:
         return Pressure.OK
 
 
+def estimate_margin_ratio(spec: ModelSpec, settings: Settings) -> float:
+    """Share of the window held back for an estimated count: the provider's own, else global."""
+    return settings.estimate_margin_ratios.get(spec.provider, settings.estimate_margin_ratio)
+
+
 def window_for(
     spec: ModelSpec,
     settings: Settings,
@@ -52,7 +57,7 @@ def window_for(
     reserved = min(max_output_tokens or spec.max_output_tokens, spec.max_output_tokens)
     base_margin = settings.exact_margin_tokens
     if not spec.exact:
-        base_margin += int(spec.max_input_tokens * settings.estimate_margin_ratio)
+        base_margin += int(spec.max_input_tokens * estimate_margin_ratio(spec, settings))
     margin = int(base_margin * margin_scale)
     usable = max(spec.max_input_tokens - reserved - margin, 1)
     return Window(
