@@ -104,3 +104,11 @@ class ContextWindowExceededError(ProviderError):
     """Raised when the provider says the prompt is too long: compress harder, never resend."""
 
     code = "context_length_exceeded"
+
+
+class TurnFailedError(TokenWindowError):
+    """Raised by the client when a turn ends in ``turn_failed``; ``code`` says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -1,0 +1,34 @@
+"""Sending tasks by name: all a producer needs of Celery.
+
+A producer never imports the worker's code or configuration; it only needs the broker URL, the
+task names and their queues (``tokenwindow.constants``), and JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from tokenwindow.constants import TASK_ROUTES
+
+
+class TaskProducer:
+    """A send-only Celery app with the same routes and serializer as the workers."""
+
+    def __init__(self, broker_url: str) -> None:
+        self.app = Celery("tokenwindow-producer", broker=broker_url, set_as_current=False)
+        self.app.conf.update(
+            task_serializer="json",
+            accept_content=["json"],
+            task_routes={name: {"queue": queue} for name, queue in TASK_ROUTES.items()},
+            broker_connection_retry_on_startup=True,
+        )
+
+    def send(self, name: str, kwargs: dict[str, Any]) -> str:
+        """Publish one task; returns its Celery task id."""
+        result = self.app.send_task(name, kwargs=kwargs, queue=TASK_ROUTES[name])
+        return str(result.id)
+
+    def close(self) -> None:
+        self.app.close()
