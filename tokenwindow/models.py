@@ -65,9 +65,13 @@ class ModelSpec:
 def openai_encoding(model: str) -> str | None:
     """tiktoken encoding for an OpenAI model name, or None if it is not an OpenAI chat model.
 
-    Azure serves the same models with the same tokenizers, so ``azure/`` names count exactly too.
+    Azure serves the same models with the same tokenizers, so ``azure/`` names count exactly too
+    (``azure/eu/gpt-4o-mini`` included); other routes (``openrouter/openai/...``) do not.
     """
-    bare = model.removeprefix("openai/").removeprefix("azure/")
+    provider, _, rest = model.partition("/") if "/" in model else ("openai", "", model)
+    if provider not in EXACT_PROVIDERS:
+        return None
+    bare = rest.rsplit("/", 1)[-1]
     if bare.startswith(O200K_PREFIXES):
         return "o200k_base"
     if bare.startswith(CL100K_PREFIXES):
