@@ -1,0 +1,40 @@
+"""Shared fixtures: a real Redis database flushed before use, settings pointing at it.
+
+Tests use database 15 of the Redis on 127.0.0.1:6379 (``TEST_REDIS_URL`` overrides), so a
+developer's data in database 0 is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ["REDIS_URL"] = TEST_REDIS_URL
+os.environ.pop("BROKER_URL", None)
+for _key in (
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "GOOGLE_API_KEY",
+    "GEMINI_API_KEY",
+    "SENTRY_DSN",
+    "TOKENWINDOW_MODELS_FILE",
+):
+    os.environ.pop(_key, None)
+
+pytest_plugins = ["tests.fakes.fixtures", "tests.harness"]
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail(f"these tests need Redis at {TEST_REDIS_URL} (start redis-server)")
+    client.flushdb()
+    yield client
+    client.close()

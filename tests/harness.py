@@ -1,0 +1,129 @@
+"""Real Celery workers for tests: started as subprocesses exactly as the Procfile does.
+
+``WorkerProcess`` starts ``celery -A workers.app worker`` with a given environment, waits for
+its first answered ping, and can be killed with SIGKILL (its whole process group, as a crash
+would) and started again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from celery import Celery
+
+from tokenwindow.constants import QUEUES
+
+ROOT = Path(__file__).resolve().parent.parent
+READY_TIMEOUT_SECONDS = 60.0
+
+
+def ping(broker_url: str, node: str, timeout: float = 0.5) -> bool:
+    app = Celery(broker=broker_url, set_as_current=False)
+    try:
+        replies = app.control.ping(destination=[node], timeout=timeout)
+    finally:
+        app.close()
+    return any(node in reply for reply in replies)
+
+
+class WorkerProcess:
+    """One ``celery worker`` subprocess (a main process and its pool children)."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        *,
+        queues: tuple[str, ...] = QUEUES,
+        concurrency: int = 2,
+        log_path: Path | None = None,
+    ) -> None:
+        self.env = {**os.environ, **env}
+        self.queues = queues
+        self.concurrency = concurrency
+        self.node = f"test-{uuid.uuid4().hex[:8]}@localhost"
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def broker_url(self) -> str:
+        return self.env.get("BROKER_URL") or self.env["REDIS_URL"]
+
+    def start(self, *, wait: bool = True) -> WorkerProcess:
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.app",
+            "worker",
+            "-Q",
+            ",".join(self.queues),
+            "-c",
+            str(self.concurrency),
+            "-n",
+            self.node,
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "INFO",
+        ]
+        log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}; see log")
+            if ping(self.broker_url, self.node):
+                return
+        raise TimeoutError(f"worker {self.node} did not answer a ping in {timeout} s")
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool children at once, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def worker_factory(tmp_path: Path) -> Iterator[type[WorkerProcess]]:
+    """Start workers with ``worker_factory(env).start()``; all are stopped after the test."""
+    started: list[WorkerProcess] = []
+
+    class Tracked(WorkerProcess):
+        def start(self, *, wait: bool = True) -> WorkerProcess:
+            if self.log_path is None:
+                self.log_path = tmp_path / f"{self.node.split('@')[0]}.log"
+            started.append(self)
+            return super().start(wait=wait)
+
+    yield Tracked
+    for worker in started:
+        worker.stop()

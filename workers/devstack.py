@@ -1,0 +1,129 @@
+"""Run the whole system locally from the Procfile: Redis, workers, Flower, then the demo.
+
+``python -m workers.devstack`` (what ``make run`` calls) uses Redis at ``REDIS_URL``; when none
+answers and ``REDIS_URL`` was not set, it starts an embedded Redis and says so. The workers and
+Flower are started with the Procfile's own command lines, so what runs here is what runs in
+production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from celery import Celery
+
+from tokenwindow.errors import ConfigurationError
+from tokenwindow.settings import load_settings
+from workers.embedded_redis import EmbeddedRedis, redis_answers
+
+ROOT = Path(__file__).resolve().parent.parent
+PROCFILE = ROOT / "Procfile"
+READY_TIMEOUT_SECONDS = 90.0
+LOCAL_PROCESS_TYPES = re.compile(r"^(worker\w*|flower)$")
+
+
+def procfile_entries(path: Path = PROCFILE) -> dict[str, str]:
+    entries = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name, sep, command = line.partition(":")
+        if sep and not line.startswith("#"):
+            entries[name.strip()] = command.strip()
+    return entries
+
+
+def node_names(entries: dict[str, str]) -> list[str]:
+    """Worker node names from ``-n name@%h`` in the Procfile, with the host filled in."""
+    host = socket.gethostname()
+    names = []
+    for name, command in entries.items():
+        match = re.search(r"-n\s+(\S+)", command)
+        if name.startswith("worker") and match:
+            names.append(match.group(1).replace("%h", host))
+    return names
+
+
+def wait_for_workers(broker_url: str, nodes: list[str]) -> None:
+    app = Celery(broker=broker_url, set_as_current=False)
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    try:
+        while time.monotonic() < deadline:
+            replies = app.control.ping(timeout=1.0)
+            answered = {node for reply in replies for node in reply}
+            if set(nodes) <= answered:
+                return
+        raise TimeoutError(f"workers {nodes} did not answer within {READY_TIMEOUT_SECONDS} s")
+    finally:
+        app.close()
+
+
+def start(command: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=ROOT, start_new_session=True)
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers.devstack")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the system running after the demo, until Ctrl-C"
+    )
+    parser.add_argument("--no-demo", action="store_true", help="start the system only")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        print(f"tokenwindow: {exc.message}", file=sys.stderr)
+        return 2
+    embedded: EmbeddedRedis | None = None
+    url = settings.redis_url
+    if not redis_answers(url):
+        if settings.redis_url_explicit:
+            print(f"tokenwindow: REDIS_URL={url} does not answer", file=sys.stderr)
+            return 2
+        embedded = EmbeddedRedis()
+        url = embedded.start()
+        print(f"No Redis at {settings.redis_url}: started an embedded Redis server at {url}")
+    else:
+        print(f"Using Redis at {url}")
+    # The children read their settings from the environment like any deployed process.
+    os.environ["REDIS_URL"] = url
+    entries = procfile_entries()
+    processes = [start(cmd) for name, cmd in entries.items() if LOCAL_PROCESS_TYPES.match(name)]
+    try:
+        wait_for_workers(settings.broker_url or url, node_names(entries))
+        print("Workers are up. Flower: http://127.0.0.1:5555 (basic auth from FLOWER_BASIC_AUTH)")
+        code = 0
+        if not args.no_demo:
+            code = subprocess.call([sys.executable, "-m", "tokenwindow.cli", "demo"], cwd=ROOT)
+        if args.keep or args.no_demo:
+            print("Running; press Ctrl-C to stop.")
+            while all(p.poll() is None for p in processes):
+                time.sleep(1)
+        return code
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        stop(processes)
+        if embedded is not None:
+            embedded.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

