@@ -6,12 +6,11 @@ the window shape ``[system..., summary?, verbatim suffix...]`` is produced in on
 
 from __future__ import annotations
 
-from tokenwindow.counting import REPLY_PRIMING, TokenCounter
-from tokenwindow.messages import Message
-
 from strategies.base import CompressionResult
 from strategies.layout import Layout, index_ranges
 from strategies.summary import parse_summary
+from tokenwindow.counting import REPLY_PRIMING, TokenCounter
+from tokenwindow.messages import Message
 
 
 def unchanged(lay: Layout, strategy: str, *, error: str | None = None) -> CompressionResult:

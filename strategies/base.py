@@ -80,4 +80,6 @@ class CompressionResult:
 class Strategy(Protocol):
     """A compression strategy: raises ``InvalidInputError``/``BudgetError`` on bad input."""
 
-    def __call__(self, messages: list[Message], request: CompressionRequest) -> CompressionResult: ...
+    def __call__(
+        self, messages: list[Message], request: CompressionRequest
+    ) -> CompressionResult: ...

@@ -7,14 +7,13 @@ or an unusable summary returns the input unchanged with ``error`` set, never a p
 
 from __future__ import annotations
 
-from tokenwindow.counting import REPLY_PRIMING
-from tokenwindow.messages import Message
-
 from strategies.assemble import build, prefix_indices, unchanged
 from strategies.base import CompressionRequest, CompressionResult, Summarizer
 from strategies.extractive import ExtractiveSummarizer
 from strategies.layout import Layout, layout, recent_cut
 from strategies.summary import summary_message
+from tokenwindow.counting import REPLY_PRIMING
+from tokenwindow.messages import Message
 
 MIN_SUMMARY_TOKENS = 16
 """Below this a summary says nothing useful; the old span is dropped instead."""
@@ -55,7 +54,9 @@ def fold(
     room = available - lay.cost(lay.units[cut:])
     max_tokens = room - counter.count_message(summary_message("")) - SUMMARY_SLACK_TOKENS
     if max_tokens < MIN_SUMMARY_TOKENS:
-        return build(lay, cut, counter, strategy=strategy, summary=None, summarized=[], dropped=folded)
+        return build(
+            lay, cut, counter, strategy=strategy, summary=None, summarized=[], dropped=folded
+        )
     summarizer = request.summarizer or ExtractiveSummarizer(counter)
     text, error = _summarize(lay, span, summarizer, max_tokens)
     if text is None:
@@ -66,4 +67,6 @@ def fold(
         return unchanged(
             lay, strategy, error=f"summarizer failed: summary of {size} tokens exceeds {room}"
         )
-    return build(lay, cut, counter, strategy=strategy, summary=summary, summarized=folded, dropped=[])
+    return build(
+        lay, cut, counter, strategy=strategy, summary=summary, summarized=folded, dropped=[]
+    )

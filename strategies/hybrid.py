@@ -6,10 +6,9 @@ early facts keep real room however long the conversation grows.
 
 from __future__ import annotations
 
-from tokenwindow.messages import Message
-
 from strategies.base import CompressionRequest, CompressionResult
 from strategies.folding import fold
+from tokenwindow.messages import Message
 
 NAME = "hybrid"
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from strategies.summary import parse_summary
 from tokenwindow.counting import REPLY_PRIMING, TokenCounter
 from tokenwindow.errors import BudgetError, InvalidInputError
 from tokenwindow.messages import Message, is_system, tool_call_ids
-
-from strategies.summary import parse_summary
 
 STRICT_PROVIDERS: frozenset[str] = frozenset(("anthropic", "bedrock", "gemini", "vertex_ai"))
 """Providers that require the first non-system message to be a user turn."""
@@ -89,9 +88,7 @@ def _units(messages: list[Message], counts: list[int], body: list[int]) -> list[
             units[-1] = Unit(last.start, i + 1, last.tokens + counts[i], False, last.opens_turn)
             continue
         open_calls = set(tool_call_ids(message))
-        units.append(
-            Unit(i, i + 1, counts[i], is_system(message), message["role"] == "user")
-        )
+        units.append(Unit(i, i + 1, counts[i], is_system(message), message["role"] == "user"))
     return units
 
 

@@ -6,12 +6,11 @@ already in the window is kept while it fits, since it is all that is left of old
 
 from __future__ import annotations
 
-from tokenwindow.counting import REPLY_PRIMING
-from tokenwindow.messages import Message
-
 from strategies.assemble import build, prefix_indices, unchanged
 from strategies.base import CompressionRequest, CompressionResult
 from strategies.layout import Layout, layout, recent_cut
+from tokenwindow.counting import REPLY_PRIMING
+from tokenwindow.messages import Message
 
 NAME = "sliding_window"
 
@@ -33,7 +32,13 @@ def slide(lay: Layout, request: CompressionRequest, strategy: str) -> Compressio
     if keep_summary and lay.summary_index is not None:
         summary = lay.messages[lay.summary_index]
     return build(
-        lay, cut, request.counter, strategy=strategy, summary=summary, summarized=[], dropped=dropped
+        lay,
+        cut,
+        request.counter,
+        strategy=strategy,
+        summary=summary,
+        summarized=[],
+        dropped=dropped,
     )
 
 

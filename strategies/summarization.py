@@ -6,10 +6,9 @@ summary a fixed share.
 
 from __future__ import annotations
 
-from tokenwindow.messages import Message
-
 from strategies.base import CompressionRequest, CompressionResult
 from strategies.folding import fold
+from tokenwindow.messages import Message
 
 NAME = "summarization"
 VERBATIM_SHARE = 0.8

@@ -7,9 +7,8 @@ exactly what the model will be sent.
 
 from __future__ import annotations
 
-from tokenwindow.messages import Message, text_of
-
 from strategies.base import SUMMARY_HEADER, SUMMARY_NAME
+from tokenwindow.messages import Message, text_of
 
 SUMMARY_PROMPT_VERSION = 1
 SUMMARY_PROMPT = """\
@@ -44,7 +43,7 @@ def render_transcript(messages: list[Message]) -> str:
     """Messages as ``speaker: text`` lines, the form a summarizer reads them in."""
     lines = []
     for message in messages:
-        speaker = message["role"]
+        speaker: str = message["role"]
         if message.get("name"):
             speaker = f"{speaker} ({message['name']})"
         lines.append(f"{speaker}: {text_of(message)}")

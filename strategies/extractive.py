@@ -1,0 +1,200 @@
+"""An extractive summarizer: no model, no network, deterministic.
+
+Used when no LLM summarizer is configured and when the LLM one fails. It treats the summary as
+a coverage problem: pick the sentences that add the most not-yet-covered content words (rare
+words, names and numbers weigh more) per token, greedily, until ``max_tokens`` is spent. That
+keeps many distinct facts rather than one topic's repetitions. Sentences keep their speaker and
+session date, relative dates are resolved against it, filler words are dropped to fit more
+facts, and the result reads in chronological order.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from strategies.summary import parse_summary
+from strategies.text import (
+    NEGATIONS,
+    STOP_WORDS,
+    content_words,
+    find_date,
+    format_date,
+    resolve_relative_dates,
+    sentences,
+)
+from tokenwindow.counting import TokenCounter
+from tokenwindow.errors import SummarizerError
+from tokenwindow.messages import Message, text_of
+
+SPEAKER = re.compile(r"^([A-Z][\w'.-]*(?: [A-Z][\w'.-]*){0,3}): ")
+"""A ``Name: `` prefix, as transcripts of multi-party chats write it."""
+STAMP = re.compile(r"^\[([^\]\n]{3,60})\]\s*")
+"""A ``[1:56 pm on 8 May, 2023]`` timestamp opening a message or a summary line."""
+FILLER = re.compile(
+    r"\b(?:"
+    + "|".join(sorted(STOP_WORDS - NEGATIONS, key=len, reverse=True))
+    + r")(?:'\w+)?\b[ ,]*",
+    re.IGNORECASE,
+)
+"""Stop words and their contractions: dropping them fits about twice the facts per token."""
+PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+")
+NUMBER = re.compile(r"\d")
+EMPHASIS = 1.0
+"""Extra weight for names and numbers: they are most often what a later question asks for."""
+LINE_COST = 4
+"""Tokens a sentence is charged beyond its own when ranked: short chit-chat ranks lower."""
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One candidate for the summary, in chronological position."""
+
+    order: int
+    speaker: str | None
+    header: str | None
+    text: str
+    words: frozenset[str]
+    tokens: int
+
+
+def _squeeze(text: str) -> str:
+    squeezed = FILLER.sub("", text).strip(" ,")
+    squeezed = re.sub(r"\s+(?=[.,!?;:])", "", re.sub(r"\s{2,}", " ", squeezed))
+    return squeezed or text
+
+
+class ExtractiveSummarizer:
+    """Greedy content-word coverage under a token budget; implements ``Summarizer``."""
+
+    def __init__(self, counter: TokenCounter) -> None:
+        self.counter = counter
+
+    def _lines(
+        self, messages: list[Message], previous: str | None
+    ) -> Iterator[tuple[str | None, str]]:
+        """(speaker, text) per message or summary line; a timestamp line has speaker ''."""
+        for text in [previous] if previous else []:
+            yield from self._summary_lines(text)
+        for message in messages:
+            summary = parse_summary(message)
+            if summary is not None:
+                yield from self._summary_lines(summary)
+                continue
+            text = text_of(message)
+            match = SPEAKER.match(text)
+            speaker = match.group(1) if match else message.get("name") or message["role"]
+            yield speaker, text[match.end() :] if match else text
+
+    @staticmethod
+    def _summary_lines(summary: str) -> Iterator[tuple[str | None, str]]:
+        for line in summary.splitlines():
+            match = SPEAKER.match(line)
+            yield (match.group(1), line[match.end() :]) if match else (None, line)
+
+    def _sentences(self, messages: list[Message], previous: str | None) -> list[Sentence]:
+        found: list[Sentence] = []
+        header: str | None = None
+        day = None
+        for speaker, raw in self._lines(messages, previous):
+            text = raw.strip()
+            stamp = STAMP.match(text)
+            if stamp:
+                day = find_date(stamp.group(1))
+                header = format_date(day) if day else stamp.group(1)
+                text = text[stamp.end() :]
+            if day is not None:
+                text = resolve_relative_dates(text, day)
+            for sentence in sentences(text):
+                short = _squeeze(sentence)
+                found.append(
+                    Sentence(
+                        order=len(found),
+                        speaker=speaker,
+                        header=header,
+                        text=short,
+                        words=frozenset(content_words(short)),
+                        tokens=self.counter.count_text(short) + 1,
+                    )
+                )
+        return found
+
+    @staticmethod
+    def _weights(found: list[Sentence]) -> dict[str, float]:
+        frequency = Counter(w for s in found for w in s.words)
+        emphasized = {w.lower() for s in found for w in PROPER.findall(s.text)} | {
+            w for s in found for w in s.words if NUMBER.search(w)
+        }
+        total = len(found) + 1
+        return {
+            w: math.log(total / n) + (EMPHASIS if w in emphasized else 0.0)
+            for w, n in frequency.items()
+        }
+
+    def _select(self, found: list[Sentence], budget: int) -> list[Sentence]:
+        """Lazy greedy: the best gain per token, re-scored only when it reaches the top.
+
+        Returns the picks best first.
+        """
+        weights = self._weights(found)
+        covered: set[str] = set()
+        heap = [
+            (-sum(weights[w] for w in s.words) / (s.tokens + LINE_COST), s.order) for s in found
+        ]
+        heapq.heapify(heap)
+        chosen: list[Sentence] = []
+        while heap and budget > 0:
+            _, order = heapq.heappop(heap)
+            sentence = found[order]
+            gain = sum(weights[w] for w in sentence.words - covered) / (sentence.tokens + LINE_COST)
+            if gain <= 0:
+                continue
+            if heap and gain < -heap[0][0]:
+                heapq.heappush(heap, (-gain, order))
+                continue
+            if sentence.tokens <= budget:
+                chosen.append(sentence)
+                covered |= sentence.words
+                budget -= sentence.tokens
+        return chosen
+
+    @staticmethod
+    def _render(chosen: list[Sentence]) -> str:
+        """One block per session date, one line per speaker within it, in first-seen order."""
+        blocks: dict[str | None, dict[str | None, list[str]]] = {}
+        for sentence in sorted(chosen, key=lambda s: s.order):
+            block = blocks.setdefault(sentence.header, {})
+            block.setdefault(sentence.speaker, []).append(sentence.text)
+        lines: list[str] = []
+        for header, speakers in blocks.items():
+            if header is not None:
+                lines.append(f"[{header}]")
+            for speaker, texts in speakers.items():
+                label = f"{speaker}: " if speaker else ""
+                lines.append(label + " ".join(texts))
+        return "\n".join(lines)
+
+    def __call__(
+        self, messages: list[Message], *, previous_summary: str | None, max_tokens: int
+    ) -> str:
+        found = self._sentences(messages, previous_summary)
+        if not found:
+            raise SummarizerError("nothing to summarize: the span has no text")
+        chosen = self._select(found, max_tokens)
+        text = self._render(chosen)
+        over = self.counter.count_text(text) - max_tokens
+        while over > 0 and chosen:
+            # Labels and date lines cost more than the sentences alone: give back the
+            # least valuable picks (the last ones) until it fits.
+            freed = 0
+            while chosen and freed < over:
+                freed += chosen.pop().tokens
+            text = self._render(chosen)
+            over = self.counter.count_text(text) - max_tokens
+        if not chosen:
+            raise SummarizerError(f"no sentence fits in {max_tokens} tokens")
+        return text
