@@ -59,16 +59,16 @@ def _gif(data: bytes) -> tuple[int, int] | None:
 
 
 def _webp(data: bytes) -> tuple[int, int] | None:
-    if data[:4] != b"RIFF" or data[8:12] != b"WEBP" or len(data) < 30:
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP" or len(data) < 25:
         return None
     chunk = data[12:16]
-    if chunk == b"VP8 ":
+    if chunk == b"VP8 " and len(data) >= 30:
         width, height = struct.unpack("<HH", data[26:30])
         return int(width) & 0x3FFF, int(height) & 0x3FFF
     if chunk == b"VP8L":
         bits = int.from_bytes(data[21:25], "little")
         return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    if chunk == b"VP8X":
+    if chunk == b"VP8X" and len(data) >= 30:
         width = int.from_bytes(data[24:27], "little") + 1
         height = int.from_bytes(data[27:30], "little") + 1
         return width, height

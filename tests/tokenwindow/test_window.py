@@ -1,0 +1,55 @@
+"""Usable input and thresholds: exact counts keep a few tokens back, estimates a share."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from tokenwindow.models import ModelSpec
+from tokenwindow.settings import load_settings
+from tokenwindow.window import Pressure, estimate_margin_ratio, window_for
+
+EXACT = ModelSpec("m", "openai/m", "openai", 100_000, 4_000, "o200k_base", True)
+
+
+def test_exact_model_keeps_a_few_tokens() -> None:
+    settings = load_settings(exact_margin_tokens=16)
+    window = window_for(EXACT, settings)
+    assert window.margin == 16
+    assert window.usable_input == 100_000 - 4_000 - 16
+    assert window.soft == int(window.usable_input * 0.75)
+    assert window.hard == int(window.usable_input * 0.95)
+    assert window.target == int(window.usable_input * 0.5)
+
+
+def test_estimated_model_holds_back_a_share_of_the_window() -> None:
+    settings = load_settings(exact_margin_tokens=0, estimate_margin_ratio=0.1)
+    spec = replace(EXACT, provider="gemini", exact=False)
+    assert window_for(spec, settings).margin == 10_000
+
+
+def test_provider_margin_overrides_the_global_one() -> None:
+    settings = load_settings(estimate_margin_ratio=0.1, estimate_margin_ratios={"anthropic": 0.2})
+    anthropic = replace(EXACT, provider="anthropic", exact=False)
+    assert estimate_margin_ratio(anthropic, settings) == 0.2
+    assert estimate_margin_ratio(replace(anthropic, provider="gemini"), settings) == 0.1
+    assert window_for(anthropic, settings).margin == 16 + 20_000
+
+
+def test_default_anthropic_margin_is_wider_than_the_global_one() -> None:
+    settings = load_settings()
+    anthropic = replace(EXACT, provider="anthropic", exact=False)
+    assert estimate_margin_ratio(anthropic, settings) > settings.estimate_margin_ratio
+
+
+def test_requested_output_is_capped_by_the_model_and_margin_scales() -> None:
+    settings = load_settings()
+    assert window_for(EXACT, settings, max_output_tokens=1_000).reserved_output == 1_000
+    assert window_for(EXACT, settings, max_output_tokens=50_000).reserved_output == 4_000
+    assert window_for(EXACT, settings, margin_scale=2.0).margin == 32
+
+
+def test_pressure_levels() -> None:
+    window = window_for(EXACT, load_settings())
+    assert window.pressure(window.soft) is Pressure.OK
+    assert window.pressure(window.soft + 1) is Pressure.SOFT
+    assert window.pressure(window.hard + 1) is Pressure.HARD
