@@ -14,14 +14,11 @@ from tokenwindow.settings import get_settings
 
 _settings = get_settings()
 
-VISIBILITY_MARGIN_SECONDS = 60
-"""How much longer than the longest hard time limit an unacked task stays invisible."""
-
 broker_url = _settings.effective_broker_url
 result_backend = _settings.redis_url
 broker_connection_retry_on_startup = True
 broker_transport_options = {
-    "visibility_timeout": _settings.longest_task_seconds + VISIBILITY_MARGIN_SECONDS,
+    "visibility_timeout": _settings.longest_task_seconds + _settings.visibility_margin_seconds,
 }
 result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
 

@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     completion_time_limit: int = Field(300, gt=0)
     summarization_soft_time_limit: int = Field(120, gt=0)
     summarization_time_limit: int = Field(150, gt=0)
+    visibility_margin_seconds: int = Field(60, ge=1)
+    """How much longer than the longest hard time limit an unacked task stays invisible."""
     provider_timeout_seconds: float = Field(60.0, gt=0)
     max_retries: int = Field(4, ge=0)
 

@@ -13,7 +13,7 @@ import strategies
 from strategies.base import CompressionRequest, CompressionResult, Summarizer
 from strategies.extractive import ExtractiveSummarizer
 from tokenwindow.counting import TokenCounter
-from tokenwindow.errors import ProviderError
+from tokenwindow.errors import BudgetError, ProviderError
 from tokenwindow.messages import Message
 from tokenwindow.models import get_registry
 from tokenwindow.settings import Settings
@@ -38,10 +38,10 @@ class RecordingSummarizer:
             raise
 
 
-def configured_summarizer(settings: Settings) -> RecordingSummarizer:
+def configured_summarizer(settings: Settings, counter: TokenCounter) -> RecordingSummarizer:
     """The LLM summarizer when ``summarizer_model`` is set, else the extractive one."""
     if settings.summarizer_model is None:
-        return RecordingSummarizer(ExtractiveSummarizer())
+        return RecordingSummarizer(ExtractiveSummarizer(counter))
     from workers.llm import LLMSummarizer
 
     spec = get_registry().get(settings.summarizer_model)
@@ -64,7 +64,7 @@ class Compression:
     ) -> None:
         self.messages = messages
         self.strategy = strategy
-        self.summarizer = summarizer or configured_summarizer(settings)
+        self.summarizer = summarizer or configured_summarizer(settings, counter)
         self._request = CompressionRequest(
             budget=budget,
             counter=counter,
@@ -78,13 +78,21 @@ class Compression:
         return self.summarizer.last_error
 
     def attempt(self) -> CompressionResult:
-        """The requested strategy with the configured summarizer; may report an error."""
-        return strategies.compress(self.messages, self.strategy, self._request)
+        """The requested strategy with the configured summarizer; may report an error.
+
+        A budget too small for the system prompt and newest turn goes straight to the
+        failsafe, which cuts and flags rather than refusing.
+        """
+        try:
+            return strategies.compress(self.messages, self.strategy, self._request)
+        except BudgetError:
+            return self.failsafe()
 
     def fallback(self, result: CompressionResult) -> CompressionResult:
         """Extractive summaries if the configured summarizer failed; the failsafe if still over."""
         if result.error is not None and not isinstance(self.summarizer.inner, ExtractiveSummarizer):
-            request = replace(self._request, summarizer=ExtractiveSummarizer())
+            extractive = ExtractiveSummarizer(self._request.counter)
+            request = replace(self._request, summarizer=extractive)
             result = strategies.compress(self.messages, self.strategy, request)
         if result.error is not None or result.tokens_after > self._request.budget:
             result = self.failsafe()

@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from strategies.base import SUMMARY_HEADER, SUMMARY_NAME
+from strategies.summary import parse_summary, summary_message
 from tokenwindow.constants import (
     ARRIVAL_COUNTER_KEY,
     SESSIONS_INDEX_KEY,
@@ -71,10 +71,6 @@ class WorkingWindow:
     def transcript_index(self, window_index: int) -> int:
         """Map an index in ``messages`` (past the prefix) back to the transcript."""
         return self.window_start + max(window_index - self.prefix_len, 0)
-
-
-def summary_message(summary: str) -> Message:
-    return {"role": "system", "name": SUMMARY_NAME, "content": f"{SUMMARY_HEADER}\n{summary}"}
 
 
 def _chain(digest: str, key: str) -> str:
@@ -256,9 +252,7 @@ class SessionStore:
         skey = session_key(session_id)
         first_kept = max(kept_from, window.prefix_len)
         passed = window.messages[window.prefix_len : first_kept]
-        old_pinned = [
-            m for m in window.messages[: window.prefix_len] if m.get("name") != SUMMARY_NAME
-        ]
+        old_pinned = [m for m in window.messages[: window.prefix_len] if parse_summary(m) is None]
         pinned = old_pinned + [m for m in passed if is_system(m)]
         new_start = window.transcript_index(first_kept)
         removed = sum(window.verbatim_tokens[: first_kept - window.prefix_len])
