@@ -11,16 +11,13 @@ import pytest
 import redis
 
 from tests.fakes.behaviour import Fault
-from tests.tasks.pipeline import BIG_MODEL, CLAUDE_MODEL, TINY_MODEL, TINY_WINDOW, Pipeline
+from tests.tasks.conftest import BIG_MODEL, CLAUDE_MODEL, TINY_MODEL, TINY_WINDOW, Pipeline
 from tokenwindow.client import TokenManagementClient
 from tokenwindow.constants import TASK_INGEST_TURN
 from tokenwindow.errors import InvalidInputError, TurnFailedError, UnknownModelError
 from tokenwindow.events import EventType
 
 pytestmark = pytest.mark.slow
-
-# Make the pipeline fixture visible to this module.
-from tests.tasks.pipeline import pipeline  # noqa: E402,F401
 
 
 def session() -> str:
