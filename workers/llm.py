@@ -115,8 +115,8 @@ def _request(
 class CompletionStream(Iterator[str]):
     """Text deltas of one streamed reply; ``usage`` and ``finish_reason`` are set by the end.
 
-    A stream that breaks, or ends without the provider saying it finished, raises a retryable
-    ``ProviderUnavailableError`` (or ``ProviderTimeoutError``) instead of ending quietly.
+    A stream that breaks mid-way raises a retryable ``ProviderUnavailableError`` (or
+    ``ProviderTimeoutError`` when it stalls) instead of ending quietly.
     """
 
     def __init__(self, spec: ModelSpec, messages: list[Message], chunks: Any) -> None:
@@ -125,22 +125,15 @@ class CompletionStream(Iterator[str]):
         self._chunks = iter(chunks)
         self.usage: CompletionUsage | None = None
         self.finish_reason: str | None = None
-        self.chunks_received = 0
 
     def __next__(self) -> str:
         while True:
             try:
                 chunk = next(self._chunks)
-            except StopIteration:
-                if self.finish_reason is None:
-                    raise ProviderUnavailableError(
-                        f"{self._spec.name}: stream ended after {self.chunks_received} chunks "
-                        "without a finish reason"
-                    ) from None
+            except StopIteration:  # the normal end, not a provider failure
                 raise
             except Exception as exc:
                 raise map_error(exc, self._spec, self._messages) from None
-            self.chunks_received += 1
             usage = getattr(chunk, "usage", None)
             if usage is not None:
                 self.usage = CompletionUsage(usage.prompt_tokens, usage.completion_tokens)
@@ -394,7 +387,10 @@ def map_error(exc: BaseException, spec: ModelSpec, messages: list[Message]) -> P
         return ProviderRateLimitError(
             say("rate limited"), retry_after=retry_after_seconds(_headers(exc))
         )
-    if isinstance(exc, errors.AuthenticationError | errors.PermissionDeniedError):
+    # litellm reports some 403s (e.g. OpenAI's unsupported region) as BadRequestError.
+    if status in (401, 403) or isinstance(
+        exc, errors.AuthenticationError | errors.PermissionDeniedError
+    ):
         return ProviderAuthError(say("credentials rejected"))
     if isinstance(exc, errors.BadRequestError | errors.UnprocessableEntityError):
         if CONTEXT_OVERFLOW.search(detail):

@@ -1,0 +1,15 @@
+"""Fake LLM providers speaking the real OpenAI and Anthropic wire formats over HTTP."""
+
+from tests.fakes.behaviour import Fault
+from tests.fakes.remote import FakeProviderProcess, RemoteFakeProvider
+from tests.fakes.server import FakeProviderServer
+from tests.fakes.specs import anthropic_spec, openai_spec
+
+__all__ = [
+    "FakeProviderProcess",
+    "FakeProviderServer",
+    "Fault",
+    "RemoteFakeProvider",
+    "anthropic_spec",
+    "openai_spec",
+]

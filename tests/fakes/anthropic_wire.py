@@ -42,8 +42,9 @@ def _error(kind: str, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": message}}
 
 
-def error_body(status: int) -> dict[str, Any]:
-    return _error(*ERRORS.get(status, ("api_error", f"HTTP {status} from fake")))
+def error_body(status: int, message: str | None = None) -> dict[str, Any]:
+    kind, text = ERRORS.get(status, ("api_error", f"HTTP {status} from fake"))
+    return _error(kind, message or text)
 
 
 def context_error_body(limit: int, tokens: int) -> dict[str, Any]:

@@ -25,9 +25,10 @@ class Fault:
     """One scripted failure, consumed by the next request that reaches the server.
 
     ``status``: answer ``status`` with the provider's real error body (``Retry-After`` set when
-    ``retry_after`` is given). ``drop``: send ``after_chunks`` text chunks (half the body when
-    not streaming), then close the connection mid-response. ``hang``: send ``after_chunks``
-    chunks, then go silent for ``seconds`` so the client times out.
+    ``retry_after`` is given; ``message`` replaces the provider's text). ``drop``: send
+    ``after_chunks`` text chunks (half the body when not streaming), then close the connection
+    mid-response. ``hang``: send ``after_chunks`` chunks, then go silent for ``seconds`` so
+    the client times out.
     """
 
     kind: FaultKind
@@ -35,10 +36,13 @@ class Fault:
     retry_after: float | None = None
     after_chunks: int = 0
     seconds: float = 30.0
+    message: str | None = None
 
     @classmethod
-    def error(cls, status: int, *, retry_after: float | None = None) -> Fault:
-        return cls("status", status=status, retry_after=retry_after)
+    def error(
+        cls, status: int, *, retry_after: float | None = None, message: str | None = None
+    ) -> Fault:
+        return cls("status", status=status, retry_after=retry_after, message=message)
 
     @classmethod
     def drop(cls, after_chunks: int = 2) -> Fault:

@@ -22,7 +22,7 @@ ERRORS: dict[int, tuple[str, str | None, str]] = {
     403: (
         "invalid_request_error",
         "unsupported_country_region_territory",
-        "Country not supported.",
+        "Country, region, or territory not supported",
     ),
     429: (
         "tokens",
@@ -51,9 +51,9 @@ def parse(body: dict[str, Any]) -> ParsedRequest:
     )
 
 
-def error_body(status: int) -> dict[str, Any]:
-    kind, code, message = ERRORS.get(status, ("server_error", None, f"HTTP {status} from fake"))
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+def error_body(status: int, message: str | None = None) -> dict[str, Any]:
+    kind, code, text = ERRORS.get(status, ("server_error", None, f"HTTP {status} from fake"))
+    return {"error": {"message": message or text, "type": kind, "param": None, "code": code}}
 
 
 def context_error_body(limit: int, tokens: int) -> dict[str, Any]:

@@ -119,7 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {}
             if fault.retry_after is not None:
                 headers["Retry-After"] = f"{fault.retry_after:g}"
-            self._send_json(fault.status, wire.error_body(fault.status), headers)
+            self._send_json(fault.status, wire.error_body(fault.status, fault.message), headers)
             return
         if fault is not None and fault.kind == "hang" and fault.after_chunks == 0:
             self._go_silent(fault.seconds)
@@ -219,7 +219,7 @@ class FakeProviderServer:
 
     def start(self) -> FakeProviderServer:
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="fake-provider", daemon=True
+            target=self._httpd.serve_forever, args=(0.05,), name="fake-provider", daemon=True
         )
         self._thread.start()
         return self

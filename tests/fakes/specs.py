@@ -1,0 +1,43 @@
+"""Model specs that point litellm at a fake provider."""
+
+from __future__ import annotations
+
+from tokenwindow.models import ModelSpec
+
+FAKE_KEY = "sk-fake-test-key"
+
+
+def openai_spec(
+    api_base: str, *, name: str = "fake-gpt-4o", max_input_tokens: int = 128_000
+) -> ModelSpec:
+    """gpt-4o served by the fake's OpenAI route (``api_base`` is ``server.openai_base``)."""
+    return ModelSpec(
+        name=name,
+        litellm_model="openai/gpt-4o",
+        provider="openai",
+        max_input_tokens=max_input_tokens,
+        max_output_tokens=4_096,
+        encoding="o200k_base",
+        exact=True,
+        api_base=api_base,
+        api_key=FAKE_KEY,
+        source="test",
+    )
+
+
+def anthropic_spec(
+    api_base: str, *, name: str = "fake-claude", max_input_tokens: int = 200_000
+) -> ModelSpec:
+    """Claude 3.5 Sonnet served by the fake's Messages route (``server.anthropic_base``)."""
+    return ModelSpec(
+        name=name,
+        litellm_model="anthropic/claude-3-5-sonnet-20241022",
+        provider="anthropic",
+        max_input_tokens=max_input_tokens,
+        max_output_tokens=8_192,
+        encoding="o200k_base",
+        exact=False,
+        api_base=api_base,
+        api_key=FAKE_KEY,
+        source="test",
+    )
