@@ -48,6 +48,8 @@ EMPHASIS = 1.0
 """Extra weight for names and numbers: they are most often what a later question asks for."""
 LINE_COST = 4
 """Tokens a sentence is charged beyond its own when ranked: short chit-chat ranks lower."""
+MAX_SENTENCE_TOKENS = 60
+"""Longer runs (code, logs, unpunctuated text) are split, so any budget can take a piece."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,22 @@ class ExtractiveSummarizer:
             match = SPEAKER.match(line)
             yield (match.group(1), line[match.end() :]) if match else (None, line)
 
-    def _sentences(self, messages: list[Message], previous: str | None) -> list[Sentence]:
+    def _pieces(self, sentence: str, limit: int) -> Iterator[tuple[str, int]]:
+        """``sentence`` shortened, as (text, tokens); run-on text split into ``limit`` runs."""
+        short = _squeeze(sentence)
+        tokens = self.counter.count_text(short)
+        if tokens <= limit:
+            yield short, tokens
+            return
+        words = short.split()
+        step = max(len(words) * limit // tokens, 1)
+        for start in range(0, len(words), step):
+            piece = " ".join(words[start : start + step])
+            yield piece, self.counter.count_text(piece)
+
+    def _sentences(
+        self, messages: list[Message], previous: str | None, limit: int
+    ) -> list[Sentence]:
         found: list[Sentence] = []
         header: str | None = None
         day = None
@@ -110,17 +127,17 @@ class ExtractiveSummarizer:
             if day is not None:
                 text = resolve_relative_dates(text, day)
             for sentence in sentences(text):
-                short = _squeeze(sentence)
-                found.append(
-                    Sentence(
-                        order=len(found),
-                        speaker=speaker,
-                        header=header,
-                        text=short,
-                        words=frozenset(content_words(short)),
-                        tokens=self.counter.count_text(short) + 1,
+                for short, tokens in self._pieces(sentence, limit):
+                    found.append(
+                        Sentence(
+                            order=len(found),
+                            speaker=speaker,
+                            header=header,
+                            text=short,
+                            words=frozenset(content_words(short)),
+                            tokens=tokens + 1,
+                        )
                     )
-                )
         return found
 
     @staticmethod
@@ -181,7 +198,8 @@ class ExtractiveSummarizer:
     def __call__(
         self, messages: list[Message], *, previous_summary: str | None, max_tokens: int
     ) -> str:
-        found = self._sentences(messages, previous_summary)
+        limit = max(min(MAX_SENTENCE_TOKENS, max_tokens // 2), 1)
+        found = self._sentences(messages, previous_summary, limit)
         if not found:
             raise SummarizerError("nothing to summarize: the span has no text")
         chosen = self._select(found, max_tokens)

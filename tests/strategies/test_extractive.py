@@ -1,0 +1,68 @@
+"""The extractive summarizer keeps facts, speakers and dates within its budget."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from strategies.extractive import ExtractiveSummarizer
+from tests.strategies.conversations import conversations
+from tokenwindow.counting import counter_for_encoding
+from tokenwindow.errors import SummarizerError
+from tokenwindow.messages import Message
+
+COUNTER = counter_for_encoding("o200k_base")
+SUMMARIZE = ExtractiveSummarizer(COUNTER)
+CHAT: list[Message] = [
+    {"role": "user", "content": "Ana: [10:00 am on 8 May, 2023] Hi! How are you doing today?"},
+    {
+        "role": "assistant",
+        "content": "Ben: Great, thanks! I adopted a beagle named Pickles yesterday.",
+    },
+    {
+        "role": "user",
+        "content": "Ana: That's so nice. I moved to Lisbon in 2019 for my job at Aurora.",
+    },
+    {"role": "assistant", "content": "Ben: Wow, that's so nice. That's really nice."},
+]
+
+
+def test_names_numbers_and_speakers_are_kept() -> None:
+    summary = SUMMARIZE(CHAT, previous_summary=None, max_tokens=60)
+    assert "Ben: " in summary and "Ana: " in summary
+    for fact in ("Pickles", "Lisbon", "2019", "Aurora"):
+        assert fact in summary
+
+
+def test_the_session_date_heads_the_summary_and_resolves_relative_dates() -> None:
+    summary = SUMMARIZE(CHAT, previous_summary=None, max_tokens=60)
+    assert summary.splitlines()[0] == "[8 May 2023]"
+    assert "yesterday (7 May 2023)" in summary
+
+
+def test_under_pressure_facts_beat_small_talk() -> None:
+    summary = SUMMARIZE(CHAT, previous_summary=None, max_tokens=25)
+    assert "Pickles" in summary or "Lisbon" in summary
+    assert "nice" not in summary.lower()
+
+
+def test_the_previous_summary_is_folded_in_order() -> None:
+    previous = "[1 May 2023]\nAna: booked flight TP1234 to Porto."
+    summary = SUMMARIZE(CHAT, previous_summary=previous, max_tokens=80)
+    assert summary.index("TP1234") < summary.index("Pickles")
+
+
+def test_nothing_to_summarize_is_a_summarizer_error() -> None:
+    with pytest.raises(SummarizerError):
+        SUMMARIZE([{"role": "user", "content": ""}], previous_summary=None, max_tokens=50)
+
+
+@settings(max_examples=40, deadline=None)
+@given(messages=conversations(), max_tokens=st.integers(8, 400))
+def test_the_summary_never_exceeds_max_tokens(messages: list[Message], max_tokens: int) -> None:
+    try:
+        summary = SUMMARIZE(messages, previous_summary=None, max_tokens=max_tokens)
+    except SummarizerError:
+        return
+    assert 0 < COUNTER.count_text(summary) <= max_tokens
