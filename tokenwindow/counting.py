@@ -8,12 +8,12 @@ encoding, and a hit costs a small fraction of it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import re
-import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import tiktoken
@@ -38,14 +38,18 @@ TOOLS_OVERHEAD = 9
 """Added once when a request carries tool definitions."""
 TOOLS_SYSTEM_DISCOUNT = 4
 """Subtracted when tools are present and so is a system message: the definitions share it."""
-CACHE_SIZE = 200_000
-"""Messages whose counts each counter remembers; oldest entries go first."""
+CACHE_SIZE = 100_000
+"""Messages whose counts each counter remembers; oldest entries go first. With short messages
+kept as their own keys this bounds the cache to about 50 MB per encoding."""
+INLINE_KEY_CHARS = 256
+"""Plain messages up to this length are cached under their own text rather than a digest."""
 LONG_WHITESPACE = 4096
 """Whitespace runs at least this long are split without tiktoken's regex, whose backtracking
 overflows the stack on runs of a few hundred thousand spaces (tiktoken 0.14 still panics)."""
 OPAQUE_PARTS = frozenset(("input_audio", "file"))
 """Content parts whose tokens cannot be known offline: a count that includes one is an estimate."""
 
+_PLAIN_FIELDS = frozenset(("role", "content", "name"))
 _LONG_RUN = re.compile(rf"\s{{{LONG_WHITESPACE},}}")
 # Unicode White_Space, which is what tiktoken's regex engine means by \s.
 _WS = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -73,17 +77,15 @@ def message_key(message: Message) -> str:
     return _json_digest(message).hex()
 
 
-def _cache_key(message: Message) -> bytes:
-    """Digest of a message for the count cache: raw text for plain messages, JSON otherwise."""
-    content = message.get("content")
-    if type(content) is str and message.keys() <= {"role", "content", "name"}:
-        role = message["role"]
-        name = message.get("name", "")
-        head = f"{len(role)}:{role}{len(name)}:{name}\x00".encode("utf-8", "surrogatepass")
-        digest = hashlib.blake2b(head, digest_size=16)
-        digest.update(content.encode("utf-8", "surrogatepass"))
-        return digest.digest()
-    return b"j" + _json_digest(message)
+def _plain_key(role: str, name: str, content: str) -> Hashable:
+    """Cache key of a plain text message: short ones are their own key (hashing a tuple of
+    strings is far cheaper than any digest), longer ones a digest of their raw text."""
+    if len(content) <= INLINE_KEY_CHARS:
+        return (role, name, content)
+    head = f"{len(role)}:{role}{len(name)}:{name}\x00".encode("utf-8", "surrogatepass")
+    digest = hashlib.blake2b(head, digest_size=16)
+    digest.update(content.encode("utf-8", "surrogatepass"))
+    return digest.digest()
 
 
 def has_opaque_parts(messages: Iterable[Message]) -> bool:
@@ -103,9 +105,8 @@ class TokenCounter:
         self.encoding_name = encoding_name
         self.exact = exact
         self._encoding = get_encoding(encoding_name)
-        self._cache: dict[bytes, int] = {}
+        self._cache: dict[Hashable, int] = {}
         self._short: dict[str, int] = {}
-        self._lock = threading.Lock()
 
     def count_text(self, text: str) -> int:
         """Tokens in plain text; special-token strings count as ordinary text. Linear time."""
@@ -196,15 +197,24 @@ class TokenCounter:
         The ``tool_call_id`` of a tool result is not counted: only the result text reaches the
         prompt, which is also how litellm and the community counters account for it.
         """
-        key = _cache_key(message)
+        content = message.get("content")
+        text = content if isinstance(content, str) and message.keys() <= _PLAIN_FIELDS else None
+        role, name = str(message.get("role", "")), message.get("name")
+        key = _json_digest(message) if text is None else _plain_key(role, name or "", text)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        tokens = self._count_uncached(message)
-        with self._lock:
-            if len(self._cache) >= CACHE_SIZE:
+        if text is None:
+            tokens = self._count_uncached(message)
+        else:
+            tokens = TOKENS_PER_MESSAGE + self._count_short(role) + self.count_text(text)
+            if name is not None:
+                tokens += TOKENS_PER_NAME + self._count_short(name)
+        self._cache[key] = tokens
+        if len(self._cache) > CACHE_SIZE:
+            # No lock: if another thread evicts at the same moment, this one just skips.
+            with contextlib.suppress(RuntimeError, StopIteration, KeyError):
                 del self._cache[next(iter(self._cache))]
-            self._cache[key] = tokens
         return tokens
 
     def count_tools(self, tools: Sequence[Any], messages: Sequence[Message] = ()) -> int:
