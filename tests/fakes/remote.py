@@ -1,6 +1,6 @@
 """Drive a fake provider that runs in another process (Celery workers, benchmarks).
 
-``FakeProviderProcess.spawn()`` starts ``python -m tests.fakes.server`` and offers the same
+``FakeProviderProcess.spawn()`` starts ``python -m tests.fakes`` and offers the same
 control surface as the in-process ``FakeProviderServer``, over ``/_control``.
 """
 
@@ -81,7 +81,7 @@ class FakeProviderProcess(RemoteFakeProvider):
     def spawn(
         cls, *, port: int = 0, context_limit: int | None = None, token_delay: float = 0.0
     ) -> FakeProviderProcess:
-        command = [sys.executable, "-m", "tests.fakes.server", "--port", str(port)]
+        command = [sys.executable, "-m", "tests.fakes", "--port", str(port)]
         if context_limit is not None:
             command += ["--context-limit", str(context_limit)]
         if token_delay:

@@ -6,7 +6,7 @@ Streams use chunked transfer encoding as the real APIs do, so closing the socket
 is a protocol error the client sees, not a clean end of body.
 
 Run it in-process with ``FakeProviderServer().start()`` or as its own process with
-``python -m tests.fakes.server --port 0`` (prints ``FAKE_PROVIDER_URL=...`` once listening).
+``python -m tests.fakes --port 0`` (prints ``FAKE_PROVIDER_URL=...`` once listening).
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ def _api_key(headers: Any) -> str | None:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    """Headers and body go out in separate writes; Nagle would hold the body back ~40 ms."""
     server: _Server
     ids: ClassVar[itertools.count[int]] = itertools.count(1)
 
@@ -281,7 +283,3 @@ def main(argv: list[str] | None = None) -> None:
     print(f"FAKE_PROVIDER_URL={server.url}", flush=True)
     done.wait()
     server.stop()
-
-
-if __name__ == "__main__":
-    main()

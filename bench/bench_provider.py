@@ -1,0 +1,78 @@
+"""Gateway overhead: a call through ``workers.llm`` (litellm) against the same raw HTTP request.
+
+Both talk to one fake OpenAI server in its own process (so it does not share our GIL), in the
+same run, median of many calls. The ratio is what litellm plus our error mapping cost per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import httpx
+
+from bench.report import Row
+from tests.fakes import FakeProviderProcess, openai_spec
+from tests.fakes.specs import FAKE_KEY
+from tokenwindow.messages import Message
+
+MESSAGES: list[Message] = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Tell me about the harbour, the lighthouse and the old market."},
+]
+
+
+def median_ms(calls: int, fn: Callable[[], object]) -> float:
+    fn()  # warm-up: connection pools, lazy imports
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def run(args: argparse.Namespace) -> list[Row]:
+    from workers import llm
+
+    calls = 20 if args.quick else 100
+    rows = []
+    with FakeProviderProcess.spawn() as server, httpx.Client(timeout=30) as http:
+        spec = openai_spec(server.openai_base)
+        url = f"{server.openai_base}/chat/completions"
+        headers = {"Authorization": f"Bearer {FAKE_KEY}"}
+        body = {"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 200}
+
+        def raw_stream() -> str:
+            stream_body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+            with http.stream("POST", url, json=stream_body, headers=headers) as response:
+                return "".join(response.iter_lines())
+
+        cases: list[tuple[str, Callable[[], object], Callable[[], object]]] = [
+            (
+                "streamed reply",
+                lambda: "".join(llm.stream_completion(spec, MESSAGES, max_tokens=200)),
+                raw_stream,
+            ),
+            (
+                "non-streamed reply",
+                lambda: llm.complete(spec, MESSAGES, max_tokens=200),
+                lambda: http.post(url, json=body, headers=headers).json(),
+            ),
+        ]
+        for case, ours, baseline in cases:
+            ours_ms = median_ms(calls, ours)
+            base_ms = median_ms(calls, baseline)
+            rows.append(
+                Row(
+                    "provider",
+                    case,
+                    f"{ours_ms:.2f} ms",
+                    f"{base_ms:.2f} ms raw httpx",
+                    f"{ours_ms / base_ms:.1f}x",
+                    f"median of {calls}, fake OpenAI server in a child process",
+                )
+            )
+    return rows
