@@ -7,7 +7,7 @@ task is redelivered only when its worker is really gone.
 
 from __future__ import annotations
 
-from kombu import Queue
+from kombu.entity import Queue
 
 from tokenwindow.constants import QUEUE_FAST, QUEUES, TASK_ROUTES
 from tokenwindow.settings import get_settings
@@ -29,14 +29,13 @@ result_accept_content = ["json"]
 result_expires = 24 * 3600
 result_extended = True
 
-task_queues = [Queue(name) for name in QUEUES]
+task_queues = [Queue(name) for name in QUEUES]  # type: ignore[no-untyped-call]
 task_default_queue = QUEUE_FAST
 task_routes = {name: {"queue": queue} for name, queue in TASK_ROUTES.items()}
 task_create_missing_queues = False
 
 task_acks_late = True
 task_reject_on_worker_lost = True
-task_acks_on_failure_or_timeout = True
 worker_prefetch_multiplier = 1
 task_track_started = True
 task_soft_time_limit = _settings.completion_soft_time_limit

@@ -13,7 +13,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tokenwindow.errors import ConfigurationError
@@ -111,16 +118,31 @@ class Settings(BaseSettings):
         True, validation_alias=_env("LITELLM_LOCAL_MODEL_COST_MAP")
     )
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        """``LOG_LEVEL=debug`` is as common as ``DEBUG``; accept both."""
+        return value.upper() if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> Settings:
+        # Messages name the environment variables: that is what an operator has to change.
         if not self.target_ratio < self.soft_threshold <= self.hard_threshold:
             raise ValueError(
-                "thresholds must satisfy target_ratio < soft_threshold <= hard_threshold"
+                "TOKENWINDOW_TARGET_RATIO < TOKENWINDOW_SOFT_THRESHOLD <= "
+                "TOKENWINDOW_HARD_THRESHOLD must hold, got "
+                f"{self.target_ratio} < {self.soft_threshold} <= {self.hard_threshold}"
             )
         if self.completion_soft_time_limit >= self.completion_time_limit:
-            raise ValueError("completion_soft_time_limit must be below completion_time_limit")
+            raise ValueError(
+                "TOKENWINDOW_COMPLETION_SOFT_TIME_LIMIT must be below "
+                "TOKENWINDOW_COMPLETION_TIME_LIMIT"
+            )
         if self.summarization_soft_time_limit >= self.summarization_time_limit:
-            raise ValueError("summarization_soft_time_limit must be below summarization_time_limit")
+            raise ValueError(
+                "TOKENWINDOW_SUMMARIZATION_SOFT_TIME_LIMIT must be below "
+                "TOKENWINDOW_SUMMARIZATION_TIME_LIMIT"
+            )
         return self
 
     @property
@@ -144,16 +166,18 @@ def _env_name(settings_cls: type[Settings], field: str) -> str:
 
 def _one_line(error: ValidationError) -> str:
     """Turn pydantic's report into one line that names the variable and what is allowed."""
+    # Errors are located by field name or, for aliased fields, by the variable's name.
+    names = {field: _env_name(Settings, field) for field in Settings.model_fields}
+    names.update({name: name for name in names.values()})
     parts = []
     for item in error.errors():
         loc = [str(p) for p in item.get("loc", ())]
-        field = next((p for p in loc if p in Settings.model_fields), None)
-        name = _env_name(Settings, field) if field else "configuration"
-        message = item.get("msg", "invalid value")
+        name = next((names[p] for p in loc if p in names), None)
+        message = item.get("msg", "invalid value").removeprefix("Value error, ")
         ctx = item.get("ctx") or {}
         if "expected" in ctx:
             message = f"expected {ctx['expected']}"
-        parts.append(f"{name}: {message}")
+        parts.append(f"{name}: {message}" if name else message)
     return "invalid configuration: " + "; ".join(parts)
 
 

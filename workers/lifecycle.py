@@ -22,25 +22,21 @@ WARM_ENCODINGS = ("o200k_base", "cl100k_base")
 _started: dict[str, float] = {}
 
 
-@signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
     configure_logging(get_settings().log_level)
 
 
-@signals.worker_init.connect
 def _worker_init(**_: Any) -> None:
     if init_sentry(get_settings()):
         log.info("sentry enabled")
 
 
-@signals.worker_process_init.connect
 def _warm_tokenizers(**_: Any) -> None:
     """Load vocabularies from disk once per child, before the first task waits on it."""
     for name in WARM_ENCODINGS:
         counter_for_encoding(name).count_text("warm")
 
 
-@signals.task_prerun.connect
 def _task_started(task_id: str, task: Any, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
     _started[task_id] = time.monotonic()
     log.info(
@@ -49,7 +45,6 @@ def _task_started(task_id: str, task: Any, kwargs: dict[str, Any] | None = None,
     )
 
 
-@signals.task_postrun.connect
 def _task_finished(
     task_id: str,
     task: Any,
@@ -73,7 +68,6 @@ def _task_finished(
     )
 
 
-@signals.task_retry.connect
 def _task_retry(request: Any = None, reason: Any = None, **_: Any) -> None:
     fields = {
         "task": getattr(request, "task", ""),
@@ -82,3 +76,13 @@ def _task_retry(request: Any = None, reason: Any = None, **_: Any) -> None:
         **safe_fields(getattr(request, "kwargs", None)),
     }
     log.warning("task retry", extra={"fields": fields})
+
+
+# Connected by call rather than decorator: Celery is untyped, and a decorator from it would
+# make these functions untyped too.
+signals.setup_logging.connect(_setup_logging)
+signals.worker_init.connect(_worker_init)
+signals.worker_process_init.connect(_warm_tokenizers)
+signals.task_prerun.connect(_task_started)
+signals.task_postrun.connect(_task_finished)
+signals.task_retry.connect(_task_retry)
