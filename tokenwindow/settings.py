@@ -21,7 +21,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tokenwindow.errors import ConfigurationError
 
@@ -118,11 +118,27 @@ class Settings(BaseSettings):
         True, validation_alias=_env("LITELLM_LOCAL_MODEL_COST_MAP")
     )
 
+    # --- HTTP gateway ----------------------------------------------------------------------
+    gateway_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """Bearer tokens the gateway accepts, comma-separated; none configured leaves it open."""
+    max_queue_depth: int = Field(1_000, gt=0)
+    """Waiting tasks on the completions or fast queue above which new turns get a 503."""
+    max_request_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    """Largest request body the gateway accepts (whole histories are resent by OpenAI clients)."""
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
         """``LOG_LEVEL=debug`` is as common as ``DEBUG``; accept both."""
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("gateway_api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        """One environment variable holds them all: ``TOKENWINDOW_GATEWAY_API_KEYS=k1,k2``."""
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> Settings:
