@@ -44,9 +44,9 @@ FILLER = re.compile(
 """Stop words and their contractions: dropping them fits about twice the facts per token."""
 PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+")
 NUMBER = re.compile(r"\d")
-EMPHASIS = 1.0
+EMPHASIS = 2.0
 """Extra weight for names and numbers: they are most often what a later question asks for."""
-LINE_COST = 4
+LINE_COST = 6
 """Tokens a sentence is charged beyond its own when ranked: short chit-chat ranks lower."""
 MAX_SENTENCE_TOKENS = 60
 """Longer runs (code, logs, unpunctuated text) are split, so any budget can take a piece."""
@@ -66,7 +66,7 @@ class Sentence:
 
 def _squeeze(text: str) -> str:
     squeezed = FILLER.sub("", text).strip(" ,")
-    squeezed = re.sub(r"\s+(?=[.,!?;:])", "", re.sub(r"\s{2,}", " ", squeezed))
+    squeezed = re.sub(r"[\s,]+(?=[.,!?;:])", "", re.sub(r"\s{2,}", " ", squeezed))
     return squeezed or text
 
 
@@ -76,27 +76,17 @@ class ExtractiveSummarizer:
     def __init__(self, counter: TokenCounter) -> None:
         self.counter = counter
 
-    def _lines(
-        self, messages: list[Message], previous: str | None
-    ) -> Iterator[tuple[str | None, str]]:
-        """(speaker, text) per message or summary line; a timestamp line has speaker ''."""
-        for text in [previous] if previous else []:
-            yield from self._summary_lines(text)
+    @staticmethod
+    def _lines(messages: list[Message], previous: str | None) -> Iterator[tuple[str | None, str]]:
+        """(default speaker, text) per message, and per line of any summary being folded."""
+        for text in (previous,) if previous else ():
+            yield from ((None, line) for line in text.splitlines())
         for message in messages:
             summary = parse_summary(message)
-            if summary is not None:
-                yield from self._summary_lines(summary)
-                continue
-            text = text_of(message)
-            match = SPEAKER.match(text)
-            speaker = match.group(1) if match else message.get("name") or message["role"]
-            yield speaker, text[match.end() :] if match else text
-
-    @staticmethod
-    def _summary_lines(summary: str) -> Iterator[tuple[str | None, str]]:
-        for line in summary.splitlines():
-            match = SPEAKER.match(line)
-            yield (match.group(1), line[match.end() :]) if match else (None, line)
+            if summary is None:
+                yield message.get("name") or message["role"], text_of(message)
+            else:
+                yield from ((None, line) for line in summary.splitlines())
 
     def _pieces(self, sentence: str, limit: int) -> Iterator[tuple[str, int]]:
         """``sentence`` shortened, as (text, tokens); run-on text split into ``limit`` runs."""
@@ -117,13 +107,19 @@ class ExtractiveSummarizer:
         found: list[Sentence] = []
         header: str | None = None
         day = None
-        for speaker, raw in self._lines(messages, previous):
-            text = raw.strip()
-            stamp = STAMP.match(text)
-            if stamp:
-                day = find_date(stamp.group(1))
-                header = format_date(day) if day else stamp.group(1)
-                text = text[stamp.end() :]
+        for default, raw in self._lines(messages, previous):
+            # Messages read "Name: [stamp] text", summary lines "[stamp] Name: text".
+            text, speaker = raw.strip(), default
+            for pattern in (STAMP, SPEAKER, STAMP):
+                match = pattern.match(text)
+                if match is None:
+                    continue
+                text = text[match.end() :]
+                if pattern is SPEAKER:
+                    speaker = match.group(1)
+                else:
+                    day = find_date(match.group(1))
+                    header = format_date(day) if day else match.group(1)
             if day is not None:
                 text = resolve_relative_dates(text, day)
             for sentence in sentences(text):
@@ -181,18 +177,18 @@ class ExtractiveSummarizer:
 
     @staticmethod
     def _render(chosen: list[Sentence]) -> str:
-        """One block per session date, one line per speaker within it, in first-seen order."""
+        """A line per speaker per session date, in first-seen order; the date opens the first."""
         blocks: dict[str | None, dict[str | None, list[str]]] = {}
         for sentence in sorted(chosen, key=lambda s: s.order):
             block = blocks.setdefault(sentence.header, {})
             block.setdefault(sentence.speaker, []).append(sentence.text)
         lines: list[str] = []
         for header, speakers in blocks.items():
-            if header is not None:
-                lines.append(f"[{header}]")
+            stamp = f"[{header}] " if header is not None else ""
             for speaker, texts in speakers.items():
                 label = f"{speaker}: " if speaker else ""
-                lines.append(label + " ".join(texts))
+                lines.append(stamp + label + " ".join(texts))
+                stamp = ""
         return "\n".join(lines)
 
     def __call__(

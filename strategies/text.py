@@ -70,17 +70,17 @@ def _month(day: date, delta: int) -> str:
 
 
 RELATIVE = re.compile(
-    r"\b(yesterday|today|tomorrow|last (?:week|weekend|month|year)|next (?:week|month|year)"
-    r"|this (?:month|year))\b",
+    r"\b(yesterday|tomorrow|last (?:week|weekend|month|year)|next (?:week|month|year)"
+    r"|this (?:month|year))\b(?! \()",
     re.IGNORECASE,
 )
+"""Relative time phrases not yet annotated (so annotating twice changes nothing)."""
 
 
 def _resolve(phrase: str, day: date) -> str:
     phrase = phrase.lower()
     resolved = {
         "yesterday": format_date(day - timedelta(days=1)),
-        "today": format_date(day),
         "tomorrow": format_date(day + timedelta(days=1)),
         "last week": f"week before {format_date(day)}",
         "last weekend": f"weekend before {format_date(day)}",

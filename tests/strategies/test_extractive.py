@@ -37,7 +37,7 @@ def test_names_numbers_and_speakers_are_kept() -> None:
 
 def test_the_session_date_heads_the_summary_and_resolves_relative_dates() -> None:
     summary = SUMMARIZE(CHAT, previous_summary=None, max_tokens=60)
-    assert summary.splitlines()[0] == "[8 May 2023]"
+    assert summary.startswith("[8 May 2023] Ana: ")
     assert "yesterday (7 May 2023)" in summary
 
 
@@ -48,9 +48,15 @@ def test_under_pressure_facts_beat_small_talk() -> None:
 
 
 def test_the_previous_summary_is_folded_in_order() -> None:
-    previous = "[1 May 2023]\nAna: booked flight TP1234 to Porto."
+    previous = "[1 May 2023] Ana: booked flight TP1234 to Porto."
     summary = SUMMARIZE(CHAT, previous_summary=previous, max_tokens=80)
+    assert summary.startswith("[1 May 2023] Ana: booked flight TP1234")
     assert summary.index("TP1234") < summary.index("Pickles")
+
+
+def test_a_summary_of_its_own_output_keeps_its_speakers_and_dates() -> None:
+    once = SUMMARIZE(CHAT, previous_summary=None, max_tokens=80)
+    assert SUMMARIZE([], previous_summary=once, max_tokens=80) == once
 
 
 def test_nothing_to_summarize_is_a_summarizer_error() -> None:
