@@ -17,8 +17,13 @@ _settings = get_settings()
 broker_url = _settings.effective_broker_url
 result_backend = _settings.redis_url
 broker_connection_retry_on_startup = True
+RESTORE_SWEEP_SECONDS = 5
+"""How often a worker looks for unacked messages whose worker died (kombu's default is ~100 s)."""
+
 broker_transport_options = {
     "visibility_timeout": _settings.longest_task_seconds + _settings.visibility_margin_seconds,
+    "unacked_restore_interval": RESTORE_SWEEP_SECONDS,
+    "unacked_restore_throttle": 1,
 }
 result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
 
