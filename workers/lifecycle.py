@@ -23,7 +23,8 @@ _started: dict[str, float] = {}
 
 
 def _setup_logging(**_: Any) -> None:
-    configure_logging(get_settings().log_level)
+    settings = get_settings()
+    configure_logging(settings.log_level, log_prompts=settings.log_prompts)
 
 
 def _worker_init(**_: Any) -> None:

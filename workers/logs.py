@@ -37,9 +37,42 @@ def _quote(value: Any) -> str:
     return text
 
 
-def configure_logging(level: str) -> None:
+CELERY_CONSUMER_LOGGER = "celery.worker.consumer.consumer"
+CELERY_TRACE_LOGGER = "celery.app.trace"
+
+
+class MessageBodyFilter(logging.Filter):
+    """Keep message bodies and task results out of Celery's own log lines.
+
+    Celery logs the full body and headers of a message it rejects (unknown task, bad content
+    type, undecodable) and a task's return value on success; for us those hold conversation
+    text. The first line, which says what went wrong, is kept. Installed on the loggers
+    themselves, so Sentry's logging hook sees the redacted record too.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == CELERY_CONSUMER_LOGGER:
+            text = record.getMessage()
+            first = text.split("\n", 1)[0].split(" [type:", 1)[0]
+            if first != text:
+                record.msg = f"{first} (message body {REDACTED})"
+                record.args = None
+        elif isinstance(record.args, dict) and "return_value" in record.args:
+            record.args = {**record.args, "return_value": REDACTED}
+        return True
+
+
+_BODY_FILTER = MessageBodyFilter()
+
+
+def configure_logging(level: str, *, log_prompts: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(LogfmtFormatter())
+    for name in (CELERY_CONSUMER_LOGGER, CELERY_TRACE_LOGGER):
+        if log_prompts:
+            logging.getLogger(name).removeFilter(_BODY_FILTER)
+        else:
+            logging.getLogger(name).addFilter(_BODY_FILTER)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
