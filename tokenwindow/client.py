@@ -232,7 +232,9 @@ class TokenManagementClient:
         cursor = from_id or await self.last_event_id(session_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         while deadline is None or time.monotonic() < deadline:
-            reply = await self.redis.xread({key: cursor}, block=READ_BLOCK_MS, count=500)
+            reply: list[tuple[str, list[tuple[str, dict[str, str]]]]] = await self.redis.xread(
+                {key: cursor}, block=READ_BLOCK_MS, count=500
+            )  # type: ignore[assignment]
             for _, entries in reply:
                 for entry_id, fields in entries:
                     cursor = entry_id
@@ -258,7 +260,9 @@ class TokenManagementClient:
         """Sessions by most recent activity; sessions past their retention are dropped here."""
         expired_before = time.time() - self.settings.session_ttl_seconds
         await self.redis.zremrangebyscore(SESSIONS_INDEX_KEY, "-inf", expired_before)
-        ids = await self.redis.zrevrange(SESSIONS_INDEX_KEY, offset, offset + limit - 1)
+        ids: list[str] = await self.redis.zrevrange(  # type: ignore[assignment]
+            SESSIONS_INDEX_KEY, offset, offset + limit - 1
+        )
         pipe = self.redis.pipeline(transaction=False)
         for session_id in ids:
             pipe.hgetall(session_key(session_id))

@@ -72,13 +72,13 @@ class EventLog:
 
     def publish(self, session_id: str, turn_id: str, event_type: EventType, **fields: Any) -> Event:
         body = _encode(session_id, turn_id, event_type, fields)
-        args = [body, self._maxlen, self._ttl, ""]
+        args: list[str | int] = [body, self._maxlen, self._ttl, ""]
         return _result(body, self._script(keys=_keys(session_id, turn_id), args=args))
 
     def publish_token(self, session_id: str, turn_id: str, text: str, attempt: int) -> Event:
         """A ``token`` event, recording its text as published for this turn."""
         body = _encode(session_id, turn_id, EventType.TOKEN, {"text": text, "attempt": attempt})
-        args = [body, self._maxlen, self._ttl, text]
+        args: list[str | int] = [body, self._maxlen, self._ttl, text]
         return _result(body, self._script(keys=_keys(session_id, turn_id), args=args))
 
 

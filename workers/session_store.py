@@ -74,7 +74,7 @@ class WorkingWindow:
 
 
 def _chain(digest: str, key: str) -> str:
-    return message_key({"role": "system", "content": digest + key})  # type: ignore[typeddict-item]
+    return message_key({"role": "system", "content": digest + key})
 
 
 class SessionStore:
@@ -91,7 +91,7 @@ class SessionStore:
         """Join the session's FIFO and report whether this turn may run now."""
         keys = [turn_order_key(session_id), ARRIVAL_COUNTER_KEY]
         prefix = turn_key(session_id, "")
-        args = [turn_id, self.ttl, time.time(), self.stale_after, prefix]
+        args: list[str | float] = [turn_id, self.ttl, time.time(), self.stale_after, prefix]
         return bool(self._acquire(keys=keys, args=args))
 
     def heartbeat(self, session_id: str, turn_id: str) -> None:
@@ -119,10 +119,11 @@ class SessionStore:
         raw = self.redis.hgetall(turn_key(session_id, turn_id))
         return decode_hash(raw)
 
-    def set_turn_state(self, session_id: str, turn_id: str, **fields: str | int | float) -> None:
+    def set_turn_state(self, session_id: str, turn_id: str, **fields: str | float) -> None:
         key = turn_key(session_id, turn_id)
         pipe = self.redis.pipeline()
-        pipe.hset(key, mapping=fields)
+        mapping: dict[Any, Any] = dict(fields)
+        pipe.hset(key, mapping=mapping)
         pipe.expire(key, self.ttl)
         pipe.execute()
 
