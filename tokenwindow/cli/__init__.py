@@ -44,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader (e.g. ``head``) went away: stop quietly, as Unix tools do.
+        sys.stderr.close()
+        return EXIT_OK
     return code
 
 
