@@ -24,7 +24,7 @@ from tokenwindow.constants import (
     TASK_INGEST_TURN,
     TURN_ID_PATTERN,
 )
-from tokenwindow.counting import counter_for_encoding
+from tokenwindow.counting import counter_for
 from tokenwindow.errors import (
     ContextWindowExceededError,
     InvalidInputError,
@@ -73,10 +73,6 @@ def _reject(kwargs: dict[str, Any], error: InvalidInputError) -> dict[str, Any]:
     return {"status": "failed", **error.to_dict()}
 
 
-def _counter_for(spec: ModelSpec) -> Any:
-    return counter_for_encoding(spec.encoding, spec.exact)
-
-
 @app.task(name=TASK_INGEST_TURN, bind=True, max_retries=None, acks_late=True)
 def ingest_turn(self: Task, **kwargs: Any) -> dict[str, Any]:
     """Append a turn's new messages (once per turn id) and start its completion."""
@@ -95,7 +91,7 @@ def ingest_turn(self: Task, **kwargs: Any) -> dict[str, Any]:
         spec = get_registry().get(turn.model)
     except TokenWindowError as exc:
         return _turn_failed(sid, tid, exc)
-    counter = _counter_for(spec)
+    counter = counter_for(spec)
     strategy = str(turn.strategy or settings.default_strategy)
     if not state.get("ingested"):
         get_events().publish(sid, tid, EventType.TURN_STARTED, model=spec.name)
@@ -138,7 +134,7 @@ def _fit_window(
 ) -> list[Any]:
     """The working window, failsafed down if it would not fit: never send an oversized request."""
     settings = get_settings()
-    counter = _counter_for(spec)
+    counter = counter_for(spec)
     working = get_store().working_window(sid, counter)
     window = window_for(spec, settings, max_output_tokens=max_tokens, margin_scale=margin_scale)
     if working.tokens <= window.usable_input:
@@ -264,7 +260,7 @@ def complete_turn(
         return _turn_failed(sid, tid, ProviderError("the turn ran past its time limit"))
     except TokenWindowError as exc:
         return _turn_failed(sid, tid, exc)
-    counter = _counter_for(spec)
+    counter = counter_for(spec)
     store.append_turn(
         sid,
         tid,

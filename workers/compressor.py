@@ -8,17 +8,33 @@ back to the summarizer that needs no network.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import strategies
 from strategies.base import CompressionRequest, CompressionResult, Summarizer
+from strategies.chunking import chunked
 from strategies.extractive import ExtractiveSummarizer
-from tokenwindow.counting import TokenCounter
+from tokenwindow.counting import TokenCounter, counter_for
 from tokenwindow.errors import BudgetError, ProviderError
 from tokenwindow.messages import Message
 from tokenwindow.models import get_registry
 from tokenwindow.settings import Settings
+from tokenwindow.window import window_for
 
 FAILSAFE = "failsafe"
+
+
+def report(result: CompressionResult) -> dict[str, Any]:
+    """The figures of a compression that task results and bulk output lines carry."""
+    return {
+        "strategy": result.strategy,
+        "tokens_before": result.tokens_before,
+        "tokens_after": result.tokens_after,
+        "failsafe": result.failsafe,
+        "truncated": result.truncated,
+        "summarized": result.summarized,
+        "dropped": result.dropped,
+    }
 
 
 class RecordingSummarizer:
@@ -45,7 +61,9 @@ def configured_summarizer(settings: Settings, counter: TokenCounter) -> Recordin
     from workers.llm import LLMSummarizer
 
     spec = get_registry().get(settings.summarizer_model)
-    return RecordingSummarizer(LLMSummarizer(spec, settings))
+    window = window_for(spec, settings)
+    summarizer = LLMSummarizer(spec, settings)
+    return RecordingSummarizer(chunked(summarizer, counter_for(spec), window.usable_input))
 
 
 class Compression:
