@@ -43,7 +43,7 @@ def init_sentry(settings: Settings) -> bool:
     sentry_sdk.init(
         dsn=settings.sentry_dsn.get_secret_value(),
         integrations=[CeleryIntegration()],
-        send_default_pii=False,
+        # send_default_pii stays at its default (off); newer SDKs deprecate passing it at all.
         include_local_variables=settings.log_prompts,
         before_send=None if settings.log_prompts else before_send,  # type: ignore[arg-type]
     )
