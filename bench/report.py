@@ -25,7 +25,9 @@ def render(rows: Iterable[Row]) -> str:
     """A Markdown table, so the output pastes into the README as is."""
     cells = [HEADERS] + [(r.bench, r.case, r.ours, r.baseline, r.ratio, r.note) for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(HEADERS))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
-             for row in cells]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+        for row in cells
+    ]
     lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
     return "\n".join(lines)

@@ -64,14 +64,21 @@ def wait_for_workers(broker_url: str, nodes: list[str]) -> None:
         app.close()
 
 
+def with_interpreter_bin(path: str) -> str:
+    """``PATH`` with this interpreter's scripts directory first."""
+    return os.pathsep.join([str(Path(sys.executable).parent), path])
+
+
 def start(command: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=ROOT, start_new_session=True)
 
 
 def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    # SIGTERM to the main process only: a warm shutdown lets running tasks finish. Signalling
+    # the whole group would kill the pool children mid-task.
     for process in processes:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
+            process.terminate()
     for process in processes:
         try:
             process.wait(timeout=20)
@@ -104,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Using Redis at {url}")
     # The children read their settings from the environment like any deployed process.
     os.environ["REDIS_URL"] = url
+    # The Procfile says `celery ...`: find the one installed beside this interpreter even when
+    # the virtualenv is not activated (`make run` calls .venv/bin/python directly).
+    os.environ["PATH"] = with_interpreter_bin(os.environ.get("PATH", ""))
     entries = procfile_entries()
     processes = [start(cmd) for name, cmd in entries.items() if LOCAL_PROCESS_TYPES.match(name)]
     try:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 from pathlib import Path
 
-from workers.devstack import LOCAL_PROCESS_TYPES, PROCFILE, node_names, procfile_entries
+from workers.devstack import (
+    LOCAL_PROCESS_TYPES,
+    PROCFILE,
+    node_names,
+    procfile_entries,
+    with_interpreter_bin,
+)
 
 
 def test_procfile_has_workers_flower_and_web() -> None:
@@ -37,3 +45,9 @@ def test_parsing_skips_comments_and_fills_in_the_host(tmp_path: Path) -> None:
     entries = procfile_entries(procfile)
     assert list(entries) == ["worker_a", "flower"]
     assert node_names(entries) == [f"a@{socket.gethostname()}"]
+
+
+def test_children_find_the_interpreters_celery() -> None:
+    path = with_interpreter_bin("/usr/bin")
+    assert path.split(os.pathsep)[0] == str(Path(sys.executable).parent)
+    assert (Path(path.split(os.pathsep)[0]) / "celery").exists()
