@@ -14,33 +14,21 @@ from typing import Any
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from strategies.base import CompressionResult
 from tasks.retry import backoff
+from tokenwindow.bulk.jobs import error_record
 from tokenwindow.constants import TASK_COMPRESS_SESSION, TASK_COMPRESS_TRANSCRIPT
 from tokenwindow.counting import counter_for_encoding
-from tokenwindow.errors import BudgetError, InvalidInputError, TokenWindowError
+from tokenwindow.errors import TokenWindowError
 from tokenwindow.events import EventType
-from tokenwindow.messages import validate_messages
 from tokenwindow.models import get_registry
 from tokenwindow.settings import get_settings
 from tokenwindow.window import window_for
+from workers import bulk
 from workers.app import app
-from workers.compressor import Compression
+from workers.compressor import Compression, report
 from workers.connections import get_events, get_metrics, get_store
 
 log = logging.getLogger(__name__)
-
-
-def _report(result: CompressionResult) -> dict[str, Any]:
-    return {
-        "strategy": result.strategy,
-        "tokens_before": result.tokens_before,
-        "tokens_after": result.tokens_after,
-        "failsafe": result.failsafe,
-        "truncated": result.truncated,
-        "summarized": result.summarized,
-        "dropped": result.dropped,
-    }
 
 
 @app.task(name=TASK_COMPRESS_SESSION, bind=True, acks_late=True)
@@ -115,9 +103,9 @@ def compress_session(
         EventType.COMPRESSION_COMPLETED,
         reason=reason,
         applied=applied,
-        **_report(result),
+        **report(result),
     )
-    return {"status": "applied" if applied else "stale", **_report(result)}
+    return {"status": "applied" if applied else "stale", **report(result)}
 
 
 @app.task(name=TASK_COMPRESS_TRANSCRIPT, bind=True, acks_late=True)
@@ -130,24 +118,31 @@ def compress_transcript(
     strategy: str,
     budget: int | None = None,
     ratio: float | None = None,
+    summarizer: str | None = None,
 ) -> dict[str, Any]:
-    """Compress one standalone transcript (bulk mode); errors are results, not exceptions."""
+    """Compress one standalone transcript (bulk mode); errors are results, not exceptions.
+
+    ``summarizer`` is ``extractive`` or a model name; unset keeps the worker's configured one.
+    """
+    settings = get_settings()
     try:
-        valid = validate_messages(messages)
-        spec = get_registry().get(model)
-        counter = counter_for_encoding(spec.encoding, spec.exact)
-        before = counter.count_messages(valid)
-        target = budget if budget is not None else int(before * (ratio or 0))
-        if target <= 0:
-            raise BudgetError(f"budget: must be a positive number of tokens, got {target}")
-        result = Compression(
-            valid,
+        compression = bulk.prepare(
+            messages,
+            model=model,
             strategy=strategy,
-            budget=target,
-            counter=counter,
-            provider=spec.provider,
-            settings=get_settings(),
-        ).run()
-    except (InvalidInputError, TokenWindowError) as exc:
-        return {"id": transcript_id, "error": exc.to_dict()}
-    return {"id": transcript_id, "messages": result.messages, **_report(result)}
+            budget=budget,
+            ratio=ratio,
+            summarizer=summarizer,
+            settings=settings,
+        )
+    except TokenWindowError as exc:
+        return error_record(transcript_id, exc.code, exc.message)
+    try:
+        result = compression.attempt()
+        error = bulk.transient_error(compression, result)
+        if error is not None and self.request.retries < settings.max_retries:
+            raise self.retry(countdown=backoff(self.request.retries, error.retry_after))
+        result = compression.fallback(result)
+    except SoftTimeLimitExceeded:
+        result = compression.failsafe()
+    return bulk.transcript_record(transcript_id, result)

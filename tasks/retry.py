@@ -1,20 +1,14 @@
-"""Backoff with full jitter, shared by every task that retries."""
+"""Waits shared by every task that retries; the backoff itself lives in ``workers.backoff``."""
 
 from __future__ import annotations
 
 import random
 
-BASE_SECONDS = 1.0
-CAP_SECONDS = 60.0
+from workers.backoff import backoff
 
-
-def backoff(retries: int, retry_after: float | None = None) -> float:
-    """Seconds before the next try: the provider's Retry-After if given, else jittered 2^n."""
-    if retry_after is not None and retry_after > 0:
-        return min(retry_after, CAP_SECONDS) + random.uniform(0, BASE_SECONDS)
-    return random.uniform(0, min(CAP_SECONDS, BASE_SECONDS * 2**retries))
+__all__ = ["backoff", "wait_for_session"]
 
 
 def wait_for_session(attempt: int) -> float:
     """Poll interval for a turn waiting behind another turn of its session."""
-    return min(0.05 * 2 ** min(attempt, 4), 1.0) * random.uniform(0.5, 1.0)
+    return min(0.05 * 2.0 ** min(attempt, 4), 1.0) * random.uniform(0.5, 1.0)

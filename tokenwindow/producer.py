@@ -16,8 +16,11 @@ from tokenwindow.constants import TASK_ROUTES
 class TaskProducer:
     """A send-only Celery app with the same routes and serializer as the workers."""
 
-    def __init__(self, broker_url: str) -> None:
-        self.app = Celery("tokenwindow-producer", broker=broker_url, set_as_current=False)
+    def __init__(self, broker_url: str, backend_url: str | None = None) -> None:
+        """``backend_url`` (the workers' result backend) is for producers that read results."""
+        self.app = Celery(
+            "tokenwindow-producer", broker=broker_url, backend=backend_url, set_as_current=False
+        )
         self.app.conf.update(
             task_serializer="json",
             accept_content=["json"],
@@ -25,9 +28,9 @@ class TaskProducer:
             broker_connection_retry_on_startup=True,
         )
 
-    def send(self, name: str, kwargs: dict[str, Any]) -> str:
-        """Publish one task; returns its Celery task id."""
-        result = self.app.send_task(name, kwargs=kwargs, queue=TASK_ROUTES[name])
+    def send(self, name: str, kwargs: dict[str, Any], task_id: str | None = None) -> str:
+        """Publish one task; returns its Celery task id (``task_id`` if given)."""
+        result = self.app.send_task(name, kwargs=kwargs, queue=TASK_ROUTES[name], task_id=task_id)
         return str(result.id)
 
     def close(self) -> None:
