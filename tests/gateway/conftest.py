@@ -1,0 +1,115 @@
+"""The gateway as the Procfile runs it (``uvicorn gateway.app:app``), in front of a pipeline."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.harness import ROOT
+from tests.pipeline import BIG_MODEL, Pipeline, pipeline
+
+__all__ = ["GatewayProcess", "gateway", "pipeline", "secured_gateway"]
+
+READY_TIMEOUT_SECONDS = 30.0
+SPARE_REDIS_URL = "redis://127.0.0.1:6379/14"
+"""A database no worker consumes from: queues there only grow, and no worker answers pings."""
+API_KEYS = ("key-one", "key-two")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class GatewayProcess:
+    """``python -m uvicorn gateway.app:app`` on a free local port."""
+
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def start(self) -> GatewayProcess:
+        self.port = free_port()
+        command = [sys.executable, "-m", "uvicorn", "gateway.app:app"]
+        command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env={**os.environ, **self.env}, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{self.log}")
+            try:
+                httpx.get(f"{self.url}/openapi.json", timeout=1.0)
+                return self
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise TimeoutError(f"gateway did not answer in {READY_TIMEOUT_SECONDS} s:\n{self.log}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    """An open gateway over the module's pipeline; requests without a model use BIG_MODEL."""
+    env = {**pipeline.env, "TOKENWINDOW_DEFAULT_MODEL": BIG_MODEL}
+    log = tmp_path_factory.mktemp("gateway") / "gateway.log"
+    process = GatewayProcess(env, log).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def secured_gateway(
+    pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    """A gateway with API keys, small limits, and a Redis database no worker serves."""
+    spare = redis.Redis.from_url(SPARE_REDIS_URL)
+    spare.flushdb()
+    env = {
+        **pipeline.env,
+        "REDIS_URL": SPARE_REDIS_URL,
+        "TOKENWINDOW_GATEWAY_API_KEYS": ",".join(API_KEYS),
+        "TOKENWINDOW_MAX_QUEUE_DEPTH": "1",
+        "TOKENWINDOW_MAX_REQUEST_BYTES": "4096",
+    }
+    log = tmp_path_factory.mktemp("secured") / "gateway.log"
+    process = GatewayProcess(env, log).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+        spare.flushdb()
+        spare.close()

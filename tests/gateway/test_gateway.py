@@ -1,0 +1,276 @@
+"""The gateway end to end: HTTP clients -> uvicorn -> client -> real worker -> fake provider."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.fakes.behaviour import Fault, default_reply
+from tests.gateway.conftest import API_KEYS, GatewayProcess
+from tests.pipeline import BIG_MODEL, Pipeline
+from tests.tokenwindow.test_counting import (
+    COOKBOOK_MESSAGES,
+    COOKBOOK_TOOL_MESSAGES,
+    COOKBOOK_TOOLS,
+)
+from tokenwindow.counting import count_request
+
+pytestmark = pytest.mark.slow
+
+
+def session() -> str:
+    return f"gw-{uuid.uuid4().hex[:10]}"
+
+
+def user(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": text}
+
+
+def reply_to(text: str, messages: int = 1) -> str:
+    """What the fake provider answers when ``text`` is the last of ``messages`` messages."""
+    return default_reply([user("")] * (messages - 1) + [user(text)])
+
+
+def sdk(gateway: GatewayProcess, **options: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, **options)
+
+
+def sse_events(lines: Iterable[str]) -> Iterator[dict[str, str]]:
+    """Server-Sent Events as dicts of their fields (``data`` lines joined)."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        if not line:
+            if fields:
+                yield fields
+            fields = {}
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        fields[name] = f"{fields[name]}\n{value}" if name in fields else value
+
+
+def metric_samples(gateway: GatewayProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``/metrics`` through Prometheus's own parser, as {(sample name, labels): value}."""
+    response = httpx.get(f"{gateway.url}/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+# --- OpenAI SDK -------------------------------------------------------------------------------
+def test_openai_sdk_streams_a_reply_with_usage(gateway: GatewayProcess) -> None:
+    sid = session()
+    messages: list[Any] = [user("stream this to me please")]
+    stream = sdk(gateway).chat.completions.create(
+        model=BIG_MODEL,
+        messages=messages,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers={"X-Session-Id": sid},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == reply_to("stream this to me please")
+    assert sum(bool(c.choices and c.choices[0].delta.content) for c in chunks) > 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert {c.object for c in chunks} == {"chat.completion.chunk"}
+    usage = chunks[-1].usage
+    assert usage is not None and not chunks[-1].choices
+    assert usage.prompt_tokens == count_request(BIG_MODEL, messages=messages)["tokens"]
+    assert usage.completion_tokens == count_request(BIG_MODEL, text=text)["tokens"]
+    transcript = httpx.get(f"{gateway.url}/sessions/{sid}/messages").json()
+    assert transcript == [*messages, {"role": "assistant", "content": text}]
+
+
+def test_openai_sdk_non_streaming_with_resent_history(gateway: GatewayProcess) -> None:
+    """The ``user`` field names the session; the resent history is not stored twice."""
+    client, sid = sdk(gateway), session()
+    history: list[Any] = [{"role": "system", "content": "be brief"}, user("first question")]
+    first = client.chat.completions.create(model=BIG_MODEL, messages=history, user=sid)
+    assert first.object == "chat.completion"
+    answer = first.choices[0].message.content
+    assert answer == reply_to("first question", messages=2)
+    assert first.usage is not None and first.usage.total_tokens > 0
+    history += [{"role": "assistant", "content": answer}, user("second question")]
+    raw = client.chat.completions.with_raw_response.create(
+        model=BIG_MODEL, messages=history, user=sid
+    )
+    second = raw.parse()
+    assert raw.headers["x-session-id"] == sid
+    assert f"chatcmpl-{raw.headers['x-turn-id']}" == second.id
+    assert second.choices[0].message.content == reply_to("second question", messages=4)
+    roles = [m["role"] for m in httpx.get(f"{gateway.url}/sessions/{sid}/messages").json()]
+    assert roles == ["system", "user", "assistant", "user", "assistant"]
+
+
+def test_header_session_wins_over_user_and_none_means_new(gateway: GatewayProcess) -> None:
+    client, sid, other = sdk(gateway), session(), session()
+    raw = client.chat.completions.with_raw_response.create(
+        model=BIG_MODEL, messages=[user("hi")], user=other, extra_headers={"X-Session-Id": sid}
+    )
+    assert raw.headers["x-session-id"] == sid
+    assert httpx.get(f"{gateway.url}/sessions/{other}").status_code == 404
+    fresh = client.chat.completions.with_raw_response.create(model=BIG_MODEL, messages=[user("x")])
+    assert fresh.headers["x-session-id"] not in (sid, other)
+
+
+def test_openai_sdk_sees_errors_in_openai_shape(
+    gateway: GatewayProcess, pipeline: Pipeline
+) -> None:
+    client = sdk(gateway)
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="fake-gpt-4oo", messages=[user("x")])
+    assert "fake-gpt-4o" in missing.value.message
+    with pytest.raises(openai.UnprocessableEntityError) as invalid:
+        client.chat.completions.create(
+            model=BIG_MODEL,
+            messages=[{"role": "robot", "content": "x"}],  # type: ignore[misc,list-item]
+        )
+    assert "messages.0.role" in invalid.value.message
+    pipeline.provider.reset()
+    pipeline.provider.inject(Fault.error(401))
+    stream = client.chat.completions.create(model=BIG_MODEL, messages=[user("x")], stream=True)
+    with pytest.raises(openai.APIError) as failed:
+        list(stream)
+    assert isinstance(failed.value.body, dict) and failed.value.body["code"] == "provider_auth"
+
+
+# --- the original API over plain HTTP ---------------------------------------------------------
+def test_plain_sse_stream_resumes_with_last_event_id(
+    gateway: GatewayProcess, pipeline: Pipeline
+) -> None:
+    pipeline.provider.reset()
+    pipeline.provider.configure(token_delay=0.02)
+    sid, said = session(), " ".join(["word"] * 30)
+    body = {"session_id": sid, "messages": [user(said)], "stream": True}
+    try:
+        with httpx.stream("POST", f"{gateway.url}/chat/completions", json=body) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            turn_id = response.headers["x-turn-id"]
+            first = []
+            for event in sse_events(response.iter_lines()):
+                first.append(event)
+                if sum(e["event"] == "token" for e in first) == 3:
+                    break  # the connection drops here
+        resumed = httpx.stream(
+            "GET",
+            f"{gateway.url}/sessions/{sid}/events",
+            params={"turn_id": turn_id},
+            headers={"Last-Event-ID": first[-1]["id"]},
+            timeout=30,
+        )
+        with resumed as response:
+            rest = list(sse_events(response.iter_lines()))
+    finally:
+        pipeline.provider.configure(token_delay=0.0)
+    events = [json.loads(e["data"]) for e in first + rest]
+    assert all(e["id"] == json.loads(e["data"])["id"] for e in first + rest)
+    assert len({e["id"] for e in events}) == len(events), "no event twice"
+    assert events[0]["type"] == "turn_queued" and events[-1]["type"] == "turn_completed"
+    text = "".join(e["text"] for e in events if e["type"] == "token")
+    assert text == reply_to(said)
+
+
+def test_plain_post_answers_once_done(gateway: GatewayProcess) -> None:
+    sid = session()
+    body = {"session_id": sid, "messages": [user("hello")], "model": BIG_MODEL}
+    answer = httpx.post(f"{gateway.url}/chat/completions", json=body, timeout=30).json()
+    assert answer["content"] == reply_to("hello")
+    assert answer["session_id"] == sid and answer["model"] == BIG_MODEL
+    listed = httpx.get(f"{gateway.url}/sessions").json()
+    assert sid in [s["session_id"] for s in listed]
+    assert httpx.get(f"{gateway.url}/sessions/{sid}").json()["messages"] == 2
+    assert httpx.delete(f"{gateway.url}/sessions/{sid}").status_code == 204
+    assert httpx.get(f"{gateway.url}/sessions/{sid}").status_code == 404
+
+
+def test_validation_names_the_field(gateway: GatewayProcess) -> None:
+    bad_id = {"session_id": "bad*id", "messages": [user("x")]}
+    response = httpx.post(f"{gateway.url}/chat/completions", json=bad_id)
+    assert response.status_code == 422
+    assert response.json()["error"]["param"] == "session_id"
+    no_content = {"session_id": session(), "messages": [{"role": "user"}]}
+    response = httpx.post(f"{gateway.url}/chat/completions", json=no_content)
+    assert response.status_code == 422
+    assert "messages[0].content" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("model", "body", "expected"),
+    [
+        ("gpt-4", {"messages": COOKBOOK_MESSAGES}, 129),
+        ("gpt-4o", {"messages": COOKBOOK_MESSAGES}, 124),
+        ("gpt-4o-mini", {"messages": COOKBOOK_TOOL_MESSAGES, "tools": COOKBOOK_TOOLS}, 101),
+    ],
+)
+def test_tokens_count_matches_published_counts(
+    gateway: GatewayProcess, model: str, body: dict[str, Any], expected: int
+) -> None:
+    response = httpx.post(f"{gateway.url}/tokens/count", json={"model": model, **body})
+    assert response.status_code == 200
+    assert response.json() == count_request(model, **body)
+    assert response.json()["tokens"] == expected and response.json()["exact"] is True
+
+
+def test_models_in_both_shapes(gateway: GatewayProcess) -> None:
+    names = {m["name"] for m in httpx.get(f"{gateway.url}/models").json()}
+    assert {BIG_MODEL, "gpt-4o"} <= names
+    listed = {m.id for m in sdk(gateway).models.list()}
+    assert listed == names
+
+
+# --- operations -------------------------------------------------------------------------------
+def test_metrics_parse_and_move_as_turns_are_served(gateway: GatewayProcess) -> None:
+    completed = ("tokenwindow_turns_completed_total", ())
+    route = (("method", "POST"), ("route", "/v1/chat/completions"), ("status", "200"))
+    served = ("tokenwindow_gateway_requests_total", route)
+    before = metric_samples(gateway)
+    sdk(gateway).chat.completions.create(model=BIG_MODEL, messages=[user("count me")])
+    after = metric_samples(gateway)
+    assert after[completed] == before[completed] + 1
+    assert after[served] == before.get(served, 0) + 1
+    assert ("tokenwindow_first_token_latency_seconds_count", ()) in after
+    assert ("tokenwindow_queue_depth", (("queue", "completions"),)) in after
+
+
+def test_health_and_open_gateway_warning(gateway: GatewayProcess) -> None:
+    health = httpx.get(f"{gateway.url}/healthz", timeout=10)
+    assert health.status_code == 200
+    assert health.json()["redis"] is True and health.json()["workers"]
+    assert "TOKENWINDOW_GATEWAY_API_KEYS is not set" in gateway.log
+
+
+def test_api_keys_size_limit_and_overload(secured_gateway: GatewayProcess) -> None:
+    url = secured_gateway.url
+    assert httpx.get(f"{url}/models").status_code == 401
+    wrong = httpx.get(f"{url}/models", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+    auth = {"Authorization": f"Bearer {API_KEYS[1]}"}
+    assert httpx.get(f"{url}/models", headers=auth).status_code == 200
+    assert "TOKENWINDOW_GATEWAY_API_KEYS is not set" not in secured_gateway.log
+
+    huge = {"session_id": session(), "messages": [user("x" * 5000)]}
+    assert httpx.post(f"{url}/chat/completions", json=huge, headers=auth).status_code == 413
+
+    # No worker serves this database: each turn stays queued until the queue is over the limit.
+    codes = []
+    for _ in range(3):
+        body = {"session_id": session(), "messages": [user("x")], "stream": True}
+        with httpx.stream("POST", f"{url}/chat/completions", json=body, headers=auth) as answer:
+            codes.append(answer.status_code)
+            retry_after = answer.headers.get("retry-after")
+    assert codes == [200, 200, 503] and retry_after is not None and int(retry_after) > 0
+
+    assert httpx.get(f"{url}/healthz", timeout=10).status_code == 503
