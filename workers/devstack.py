@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -50,11 +51,16 @@ def node_names(entries: dict[str, str]) -> list[str]:
     return names
 
 
-def wait_for_workers(broker_url: str, nodes: list[str]) -> None:
+def wait_for_workers(
+    broker_url: str, nodes: list[str], processes: list[subprocess.Popen[bytes]]
+) -> None:
     app = Celery(broker=broker_url, set_as_current=False)
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     try:
         while time.monotonic() < deadline:
+            exited = [p.args[-1] for p in processes if p.poll() is not None]
+            if exited:
+                raise RuntimeError(f"a process exited during start-up: {exited[0]}")
             replies = app.control.ping(timeout=1.0)
             answered = {node for reply in replies for node in reply}
             if set(nodes) <= answered:
@@ -70,7 +76,13 @@ def with_interpreter_bin(path: str) -> str:
 
 
 def start(command: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=ROOT, start_new_session=True)
+    """Run a Procfile command line, finding ``celery`` and friends beside this interpreter."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return subprocess.Popen(
+        ["bash", "-c", f"PATH={shlex.quote(path)} exec {command}"],
+        cwd=ROOT,
+        start_new_session=True,
+    )
 
 
 def stop(processes: list[subprocess.Popen[bytes]]) -> None:
@@ -117,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     entries = procfile_entries()
     processes = [start(cmd) for name, cmd in entries.items() if LOCAL_PROCESS_TYPES.match(name)]
     try:
-        wait_for_workers(settings.broker_url or url, node_names(entries))
+        wait_for_workers(settings.broker_url or url, node_names(entries), processes)
         print("Workers are up. Flower: http://127.0.0.1:5555 (basic auth from FLOWER_BASIC_AUTH)")
         code = 0
         if not args.no_demo:

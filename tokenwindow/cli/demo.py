@@ -75,17 +75,33 @@ def _describe(event: dict[str, Any]) -> str:
     return f"[{kind}] {event.get('code', '')} {event.get('message', '')}".rstrip()
 
 
-async def _watch_compressions(client: Any, session_id: str, stop: asyncio.Event) -> None:
-    interesting = {
-        EventType.COMPRESSION_STARTED,
-        EventType.COMPRESSION_COMPLETED,
-        EventType.COMPRESSION_FAILED,
-    }
-    async for event in client.subscribe(session_id, from_id="0", stop_after_turn=False):
-        if event["type"] in interesting:
-            print(f"\n    {_describe(event)}", flush=True)
-        if stop.is_set():
-            return
+COMPRESSION_EVENTS = frozenset(
+    (EventType.COMPRESSION_STARTED, EventType.COMPRESSION_COMPLETED, EventType.COMPRESSION_FAILED)
+)
+
+
+async def _play_turn(client: Any, session_id: str, text: str, model: str) -> int:
+    """Submit one turn, print its events in stream order until it ends; 1 if it failed."""
+    start = await client.last_event_id(session_id)
+    turn_id = await client.submit_turn(session_id, [{"role": "user", "content": text}], model)
+    at_line_start = False
+    async for event in client.subscribe(
+        session_id, from_id=start, stop_after_turn=False, timeout=300
+    ):
+        kind = event["type"]
+        if kind == EventType.TOKEN and event["turn_id"] == turn_id:
+            print(event["text"], end="", flush=True)
+            at_line_start = event["text"].endswith("\n")
+        elif kind in COMPRESSION_EVENTS or kind == EventType.TURN_FAILED:
+            print(("" if at_line_start else "\n") + f"    {_describe(event)}", flush=True)
+            at_line_start = True
+        if event["turn_id"] == turn_id and kind in (
+            EventType.TURN_COMPLETED,
+            EventType.TURN_FAILED,
+        ):
+            print()
+            return 0 if kind == EventType.TURN_COMPLETED else 1
+    return 1
 
 
 async def _demo(model: str | None, turns: int) -> int:
@@ -102,22 +118,11 @@ async def _demo(model: str | None, turns: int) -> int:
         else:
             print(f"Model: {model}")
         print(f"Session: {session_id}\n")
-        stop = asyncio.Event()
-        watcher = asyncio.create_task(_watch_compressions(client, session_id, stop))
         started = time.monotonic()
+        failures = 0
         for number, text in enumerate(demo_turns(turns), start=1):
             print(f"\n> turn {number}: {text[:90]}...\n< ", end="", flush=True)
-            async for chunk in await client.create_completion(
-                session_id=session_id,
-                messages=[{"role": "user", "content": text}],
-                model=model,
-                stream=True,
-            ):
-                print(chunk, end="", flush=True)
-            print()
-        stop.set()
-        await asyncio.sleep(1.5)
-        watcher.cancel()
+            failures += await _play_turn(client, session_id, text, model)
         session = await client.get_session(session_id) or {}
         transcript = await client.get_transcript(session_id)
         metrics = await client.metrics()
@@ -132,4 +137,5 @@ async def _demo(model: str | None, turns: int) -> int:
             f"{session.get('compressions')} compressions"
         )
         print(f"  tokens saved (all sessions): {metrics['tokens_saved']['total']}")
-    return 0
+        print(f"  failed turns: {failures}")
+    return 0 if failures == 0 else 1
