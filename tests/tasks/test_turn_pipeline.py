@@ -284,3 +284,57 @@ def test_malformed_task_from_another_producer_fails_that_turn_only(pipeline: Pip
     assert event["type"] == EventType.TURN_FAILED
     assert event["code"] == "invalid_input"
     assert "messages[0].content" in event["message"]
+
+
+def test_sessions_can_be_listed_inspected_and_deleted(pipeline: Pipeline) -> None:
+    sid = session()
+
+    async def scenario() -> None:
+        async with TokenManagementClient() as client:
+            await client.create_completion(
+                session_id=sid, messages=[user("keep me")], model=BIG_MODEL
+            )
+            listed = {s["session_id"]: s for s in await client.list_sessions()}
+            assert listed[sid]["messages"] == 2
+            shown = await client.get_session(sid)
+            assert shown is not None and shown["model"] == BIG_MODEL
+            assert shown["total_tokens"] > 0
+            assert await client.delete_session(sid) is True
+            assert await client.get_session(sid) is None
+            assert await client.get_transcript(sid) == []
+            assert sid not in {s["session_id"] for s in await client.list_sessions()}
+            assert await client.delete_session(sid) is False
+
+    run(scenario())
+
+
+def test_shared_metrics_move_as_turns_are_served(pipeline: Pipeline) -> None:
+    pipeline.provider.reset()
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with TokenManagementClient() as client:
+            before = await client.metrics()
+            await client.create_completion(
+                session_id=session(), messages=[user("ok")], model=BIG_MODEL
+            )
+            pipeline.provider.inject(Fault.error(401))
+            with pytest.raises(TurnFailedError):
+                await client.create_completion(
+                    session_id=session(), messages=[user("no")], model=BIG_MODEL
+                )
+            return before, await client.metrics()
+
+    before, after = run(scenario())
+
+    def moved(name: str, label: str = "total") -> int:
+        return int(after[name].get(label, 0)) - int(before[name].get(label, 0))
+
+    assert moved("turns_submitted") == 2
+    assert moved("turns_completed") == 1 and moved("turns_failed") == 1
+    assert moved("provider_calls", "openai") == 2
+    assert moved("errors", "provider_auth") == 1
+    assert after["active_sessions"] >= 2
+    assert (
+        after["first_token_latency_seconds"]["count"]
+        > before["first_token_latency_seconds"]["count"]
+    )
