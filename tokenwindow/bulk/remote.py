@@ -21,10 +21,10 @@ from tokenwindow.constants import TASK_COMPRESS_TRANSCRIPT
 from tokenwindow.errors import ConfigurationError
 from tokenwindow.producer import TaskProducer
 
-POLL_SECONDS = 0.05
+POLL_SECONDS = 0.01
 STATS_TIMEOUT_SECONDS = 1.0
-IN_FLIGHT_PER_PROCESS = 2
-"""Default in-flight tasks per worker process: one running, one queued behind it."""
+IN_FLIGHT_PER_PROCESS = 4
+"""Default in-flight tasks per worker process: enough queued that none idles between polls."""
 TASK_ID_NAMESPACE = uuid.UUID("4f0c2a52-7d4e-4b8e-9a56-0f1d3c1f2b7e")
 
 

@@ -88,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--concurrency",
         type=_positive_int,
         metavar="N",
-        help="tasks in flight (default: twice the worker processes answering)",
+        help="tasks in flight (default: four per worker process answering)",
     )
     parser.add_argument("--report", type=Path, metavar="FILE", help="write the summary as JSON")
     parser.set_defaults(handler=run)
