@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 from celery import Celery
 
@@ -58,7 +59,7 @@ def wait_for_workers(
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     try:
         while time.monotonic() < deadline:
-            exited = [p.args[-1] for p in processes if p.poll() is not None]
+            exited = [cast(list[str], p.args)[-1] for p in processes if p.poll() is not None]
             if exited:
                 raise RuntimeError(f"a process exited during start-up: {exited[0]}")
             replies = app.control.ping(timeout=1.0)
