@@ -11,7 +11,7 @@ FORMAT_FLAGS := --extend-exclude '*.md'
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test lint format mypy bench clean
+.PHONY: install run test lint format mypy bench chaos clean
 
 install: $(STAMP)
 
@@ -40,6 +40,10 @@ format: install
 
 bench: install
 	$(BIN)/python -m bench $(ARGS)
+
+# The fault scenarios of tests/chaos at full size (the test suite runs them small).
+chaos: install
+	$(BIN)/python -m bench.chaos $(ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
