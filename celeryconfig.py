@@ -32,7 +32,6 @@ result_serializer = "json"
 accept_content = ["json"]
 result_accept_content = ["json"]
 result_expires = 24 * 3600
-result_extended = True
 
 task_queues = [Queue(name) for name in QUEUES]  # type: ignore[no-untyped-call]
 task_default_queue = QUEUE_FAST
