@@ -20,6 +20,8 @@ from tokenwindow.errors import InvalidInputError, TurnFailedError, UnknownModelE
 
 INVALID_REQUEST = "invalid_request_error"
 
+ERROR_REF = {"$ref": f"#/components/schemas/{ErrorResponse.__name__}"}
+"""The error schema in OpenAPI; the component is registered by the JSON routes' responses."""
 TURN_FAILURE_STATUS = {"invalid_input": 422, "unknown_model": 404, "rate_limited": 429}
 """HTTP status of a failed turn by its error code; anything else is the provider's fault: 502."""
 
@@ -125,5 +127,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error statuses a route can answer."""
+    """OpenAPI entries for the error statuses a JSON route can answer."""
     return {status: {"model": ErrorResponse} for status in statuses}
+
+
+def json_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The same for routes whose success is not JSON (FastAPI would give errors that type)."""
+    return {
+        status: {"description": "Error", "content": {"application/json": {"schema": ERROR_REF}}}
+        for status in statuses
+    }

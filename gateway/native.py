@@ -14,21 +14,18 @@ from gateway.schemas import (
     ModelInfo,
     plain_messages,
 )
-from gateway.sse import EventStreamResponse, raw_event, relay
+from gateway.sse import SESSION_EVENTS, EventStreamResponse, openapi_content, raw_event, relay
 from gateway.state import GatewayDep
 from gateway.turns import TurnOptions, admit, start_turn, turn_events
 
 router = APIRouter(tags=["tokenwindow"], dependencies=[Depends(require_key)])
-
-EVENT_STREAM = {"text/event-stream": {"schema": {"type": "string"}}}
-"""OpenAPI content of a streamed answer (``stream: true``)."""
 
 
 @router.post(
     "/chat/completions",
     response_model=ChatResponse,
     responses={
-        200: {"content": EVENT_STREAM, "description": "The reply, or with stream the events."},
+        200: openapi_content(SESSION_EVENTS, "The reply, or with stream the turn's events."),
         **responses(401, 404, 413, 422, 429, 502, 503, 504),
     },
 )

@@ -29,7 +29,7 @@ from gateway.schemas import (
     Usage,
     plain_messages,
 )
-from gateway.sse import EventStreamResponse, frame, json_frame, relay
+from gateway.sse import CHUNKS, EventStreamResponse, frame, json_frame, openapi_content, relay
 from gateway.state import Gateway, GatewayDep
 from gateway.turns import Turn, TurnOptions, admit, start_turn, turn_events
 from tokenwindow.constants import SESSION_ID_PATTERN
@@ -106,10 +106,7 @@ class ChunkStream:
     "/chat/completions",
     response_model=ChatCompletion,
     responses={
-        200: {
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-            "description": "A chat.completion, or with stream chat.completion.chunk events.",
-        },
+        200: openapi_content(CHUNKS, "A chat.completion, or with stream its chunks."),
         **responses(401, 404, 413, 422, 429, 502, 503, 504),
     },
 )

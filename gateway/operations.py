@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
 from gateway.auth import require_key
-from gateway.errors import responses
+from gateway.errors import json_errors
 from gateway.prometheus import CONTENT_TYPE, exposition
 from gateway.schemas import Health
 from gateway.state import GatewayDep
@@ -35,7 +35,7 @@ async def healthz(gateway: GatewayDep) -> JSONResponse:
     dependencies=[Depends(require_key)],
     responses={
         200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format."},
-        **responses(401),
+        **json_errors(401),
     },
 )
 async def metrics(gateway: GatewayDep) -> Response:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokenwindow.constants import SESSION_ID_PATTERN
+from tokenwindow.events import EventType
 from tokenwindow.settings import StrategyName
 
 SessionId = Annotated[
@@ -54,7 +55,22 @@ class ErrorResponse(BaseModel):
 class ChatRequest(BaseModel):
     """A turn of a session: the new messages (or the whole history) and how to answer."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "session_id": "user_123_session_456",
+                    "messages": [{"role": "user", "content": "Hi"}],
+                },
+                {
+                    "session_id": "user_123_session_456",
+                    "messages": [{"role": "user", "content": "Tell me more"}],
+                    "stream": True,
+                },
+            ]
+        },
+    )
 
     session_id: SessionId
     messages: list[ChatMessage] = Field(min_length=1)
@@ -63,6 +79,19 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = Field(None, gt=0, le=1_000_000)
     strategy: StrategyName | None = None
     stream: bool = Field(False, description="Stream the session's events as Server-Sent Events.")
+
+
+class StreamEvent(BaseModel):
+    """A session event as relayed over SSE; the other fields depend on ``type`` (see README)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(json_schema_extra={"enum": [str(kind) for kind in EventType]})
+    session_id: str
+    turn_id: str
+    seq: int
+    id: str = Field(description="The Redis Stream entry id; resume after it with Last-Event-ID.")
+    ts: float
 
 
 class ChatResponse(BaseModel):
@@ -131,6 +160,20 @@ class StreamOptions(BaseModel):
 
 class OpenAIChatRequest(BaseModel):
     """OpenAI's chat completion request; sampling fields not listed are accepted and ignored."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]},
+                {
+                    "model": "gpt-4o",
+                    "messages": [{"role": "user", "content": "Hi"}],
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                },
+            ]
+        }
+    )
 
     model: str
     messages: list[ChatMessage] = Field(min_length=1)

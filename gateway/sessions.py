@@ -7,9 +7,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
 from gateway.auth import require_key
-from gateway.errors import ApiError, responses
+from gateway.errors import ApiError, json_errors, responses
 from gateway.schemas import SessionSummary
-from gateway.sse import STREAM_ID, EventStreamResponse, raw_event, relay, resume_point
+from gateway.sse import (
+    SESSION_EVENTS,
+    STREAM_ID,
+    EventStreamResponse,
+    openapi_content,
+    raw_event,
+    relay,
+    resume_point,
+)
 from gateway.state import GatewayDep
 from tokenwindow.constants import SESSION_ID_PATTERN, TURN_ID_PATTERN
 
@@ -70,11 +78,8 @@ async def delete_session(session_id: SessionIdPath, gateway: GatewayDep) -> Resp
     "/{session_id}/events",
     response_class=EventStreamResponse,
     responses={
-        200: {
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-            "description": "The session's events as Server-Sent Events.",
-        },
-        **responses(401, 422),
+        200: openapi_content(SESSION_EVENTS, "The session's events as Server-Sent Events."),
+        **json_errors(401, 422),
     },
 )
 async def events(

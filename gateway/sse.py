@@ -14,11 +14,39 @@ from typing import Any
 import redis.exceptions
 from starlette.responses import StreamingResponse
 
-from gateway.errors import ApiError, error_body
+from gateway.errors import ERROR_REF, ApiError, error_body
+from gateway.schemas import StreamEvent
 from tokenwindow.events import Event, EventType
 
 STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
 """A Redis Stream entry id (``ms-seq``, or ``ms`` alone); ``0`` replays everything kept."""
+
+
+def openapi_content(data: dict[str, Any], description: str) -> dict[str, Any]:
+    """OpenAPI ``content`` of an event stream; ``data`` describes each event's data field."""
+    event = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "id": {"type": "string", "description": "Stream entry id, for Last-Event-ID."},
+            "event": {"type": "string"},
+            "data": data,
+        },
+    }
+    return {"content": {"text/event-stream": {"schema": event}}, "description": description}
+
+
+SESSION_EVENTS = {
+    "type": "string",
+    "contentMediaType": "application/json",
+    "contentSchema": {"anyOf": [StreamEvent.model_json_schema(), ERROR_REF]},
+}
+"""Data of the original API's events: a session event, or the error ending a failed stream."""
+CHUNKS = {
+    "type": "string",
+    "description": "JSON of a chat.completion.chunk or of an error; the literal [DONE] ends it.",
+}
+"""Data of the OpenAI-compatible stream (``[DONE]`` is not JSON, so no content schema)."""
 
 
 def frame(data: str, *, event: str | None = None, event_id: str | None = None) -> bytes:
@@ -88,7 +116,10 @@ class EventStreamResponse(StreamingResponse):
     media_type = "text/event-stream"
 
     def __init__(
-        self, content: AsyncIterator[bytes], headers: Mapping[str, str] | None = None
+        self,
+        content: AsyncIterator[bytes],
+        headers: Mapping[str, str] | None = None,
+        status_code: int = 200,
     ) -> None:
         fixed = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        super().__init__(content, headers={**fixed, **(headers or {})})
+        super().__init__(content, status_code, headers={**fixed, **(headers or {})})
