@@ -104,8 +104,9 @@ class WorkerProcess:
             self.process.wait(timeout=10)
 
     def stop(self) -> None:
+        """Warm shutdown: SIGTERM to the main process lets running tasks finish."""
         if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.terminate()
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:

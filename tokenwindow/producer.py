@@ -12,6 +12,13 @@ from celery import Celery
 
 from tokenwindow.constants import TASK_ROUTES
 
+IDENTIFYING_FIELDS = ("session_id", "turn_id", "transcript_id", "model", "strategy")
+
+
+def safe_repr(kwargs: dict[str, Any]) -> str:
+    """What Flower and worker logs show of a task's arguments: identifiers, never messages."""
+    return repr({key: kwargs[key] for key in IDENTIFYING_FIELDS if key in kwargs})
+
 
 class TaskProducer:
     """A send-only Celery app with the same routes and serializer as the workers."""
@@ -30,7 +37,13 @@ class TaskProducer:
 
     def send(self, name: str, kwargs: dict[str, Any], task_id: str | None = None) -> str:
         """Publish one task; returns its Celery task id (``task_id`` if given)."""
-        result = self.app.send_task(name, kwargs=kwargs, queue=TASK_ROUTES[name], task_id=task_id)
+        result = self.app.send_task(
+            name,
+            kwargs=kwargs,
+            queue=TASK_ROUTES[name],
+            task_id=task_id,
+            kwargsrepr=safe_repr(kwargs),
+        )
         return str(result.id)
 
     def close(self) -> None:

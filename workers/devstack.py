@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     processes = [start(cmd) for name, cmd in entries.items() if LOCAL_PROCESS_TYPES.match(name)]
     try:
         wait_for_workers(settings.broker_url or url, node_names(entries), processes)
-        print("Workers are up. Flower: http://127.0.0.1:5555 (basic auth from FLOWER_BASIC_AUTH)")
+        print("Workers are up. Flower listens on FLOWER_PORT (default 5555), basic auth on.")
         code = 0
         if not args.no_demo:
             code = subprocess.call([sys.executable, "-m", "tokenwindow.cli", "demo"], cwd=ROOT)
