@@ -1,0 +1,36 @@
+"""A bare Celery app with one task that does nothing: the floor any task round trip pays.
+
+Same broker and result backend as the service (``REDIS_URL``), JSON, Celery's defaults for
+everything else, so the difference from a turn is our own work and not the transport.
+Started by ``bench.stack`` as ``celery -A bench.noop_app worker -Q bench_noop``.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from tokenwindow.settings import get_settings
+
+NOOP_QUEUE = "bench_noop"
+NOOP_TASK = "bench.noop"
+
+
+def create_app(redis_url: str) -> Celery:
+    """The worker and the bench's producer build the same app from the same URL."""
+    noop_app = Celery("bench-noop", broker=redis_url, backend=redis_url, set_as_current=False)
+    noop_app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_default_queue=NOOP_QUEUE,
+        broker_connection_retry_on_startup=True,
+    )
+    noop_app.task(name=NOOP_TASK)(noop)
+    return noop_app
+
+
+def noop() -> None:
+    """Return at once: the round trip is all broker, worker and result backend."""
+
+
+app = create_app(get_settings().redis_url)
