@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from strategies.summary import summary_prompt
 from tokenwindow.errors import (
@@ -84,16 +84,20 @@ def _api_key(spec: ModelSpec, settings: Settings) -> str | None:
     return secret.get_secret_value() if secret is not None else None
 
 
-def _request(
-    spec: ModelSpec,
-    messages: list[Message],
-    *,
-    max_tokens: int | None,
-    temperature: float | None,
-    timeout: float | None,
-    settings: Settings | None,
-) -> dict[str, Any]:
-    settings = settings or get_settings()
+class RequestOptions(TypedDict, total=False):
+    """What a caller may set on one provider request."""
+
+    max_tokens: int | None
+    temperature: float | None
+    timeout: float | None
+    settings: Settings | None
+
+
+def _send(spec: ModelSpec, messages: list[Message], options: RequestOptions, **extra: Any) -> Any:
+    """One ``litellm.completion`` call with our defaults; provider errors become ours."""
+    litellm = _litellm()
+    settings = options.get("settings") or get_settings()
+    timeout = options.get("timeout")
     request: dict[str, Any] = {
         "model": spec.litellm_model,
         "messages": messages,
@@ -104,11 +108,14 @@ def _request(
     optional = {
         "api_base": spec.api_base,
         "api_key": _api_key(spec, settings),
-        "max_tokens": max_tokens,
-        "temperature": temperature,
+        "max_tokens": options.get("max_tokens"),
+        "temperature": options.get("temperature"),
     }
     request.update({k: v for k, v in optional.items() if v is not None})
-    return request
+    try:
+        return litellm.completion(**request, **extra)
+    except Exception as exc:
+        raise map_error(exc, spec, messages) from None
 
 
 # --- calls -------------------------------------------------------------------------------------
@@ -147,54 +154,18 @@ class CompletionStream(Iterator[str]):
 
 
 def stream_completion(
-    spec: ModelSpec,
-    messages: list[Message],
-    *,
-    max_tokens: int | None = None,
-    temperature: float | None = None,
-    timeout: float | None = None,
-    settings: Settings | None = None,
+    spec: ModelSpec, messages: list[Message], **options: Unpack[RequestOptions]
 ) -> CompletionStream:
     """Start a streamed completion; the request is sent now, so status errors raise here."""
-    litellm = _litellm()
-    request = _request(
-        spec,
-        messages,
-        max_tokens=max_tokens,
-        temperature=temperature,
-        timeout=timeout,
-        settings=settings,
-    )
-    try:
-        chunks = litellm.completion(**request, stream=True, stream_options={"include_usage": True})
-    except Exception as exc:
-        raise map_error(exc, spec, messages) from None
+    chunks = _send(spec, messages, options, stream=True, stream_options={"include_usage": True})
     return CompletionStream(spec, messages, chunks)
 
 
 def generate(
-    spec: ModelSpec,
-    messages: list[Message],
-    *,
-    max_tokens: int | None = None,
-    temperature: float | None = None,
-    timeout: float | None = None,
-    settings: Settings | None = None,
+    spec: ModelSpec, messages: list[Message], **options: Unpack[RequestOptions]
 ) -> Completion:
     """One non-streamed completion with its finish reason and usage."""
-    litellm = _litellm()
-    request = _request(
-        spec,
-        messages,
-        max_tokens=max_tokens,
-        temperature=temperature,
-        timeout=timeout,
-        settings=settings,
-    )
-    try:
-        response = litellm.completion(**request)
-    except Exception as exc:
-        raise map_error(exc, spec, messages) from None
+    response = _send(spec, messages, options)
     choice = response.choices[0]
     usage = getattr(response, "usage", None)
     return Completion(
@@ -202,26 +173,6 @@ def generate(
         finish_reason=choice.finish_reason,
         usage=CompletionUsage(usage.prompt_tokens, usage.completion_tokens) if usage else None,
     )
-
-
-def complete(
-    spec: ModelSpec,
-    messages: list[Message],
-    *,
-    max_tokens: int | None = None,
-    temperature: float | None = None,
-    timeout: float | None = None,
-    settings: Settings | None = None,
-) -> str:
-    """The reply text of one non-streamed completion."""
-    return generate(
-        spec,
-        messages,
-        max_tokens=max_tokens,
-        temperature=temperature,
-        timeout=timeout,
-        settings=settings,
-    ).text
 
 
 # --- summarizer adapter ------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def spec_for(api: str, server: FakeProviderServer | FakeProviderProcess) -> Mode
 def call(spec: ModelSpec, *, stream: bool, timeout: float | None = None) -> str:
     if stream:
         return "".join(llm.stream_completion(spec, MESSAGES, max_tokens=200, timeout=timeout))
-    return llm.complete(spec, MESSAGES, max_tokens=200, timeout=timeout)
+    return llm.generate(spec, MESSAGES, max_tokens=200, timeout=timeout).text
 
 
 # --- happy paths ---------------------------------------------------------------------------------
@@ -63,7 +63,9 @@ def call(spec: ModelSpec, *, stream: bool, timeout: float | None = None) -> str:
 def test_complete_returns_the_reply_and_sends_the_request(
     api: str, fake_provider: FakeProviderServer
 ) -> None:
-    text = llm.complete(spec_for(api, fake_provider), MESSAGES, max_tokens=200, temperature=0.2)
+    text = llm.generate(
+        spec_for(api, fake_provider), MESSAGES, max_tokens=200, temperature=0.2
+    ).text
 
     assert text == default_reply(MESSAGES)
     [request] = fake_provider.requests
@@ -91,7 +93,7 @@ def test_stream_yields_deltas_then_usage(api: str, fake_provider: FakeProviderSe
 
 
 def test_anthropic_request_goes_to_the_messages_route(fake_provider: FakeProviderServer) -> None:
-    llm.complete(anthropic_spec(fake_provider.anthropic_base), MESSAGES, max_tokens=50)
+    llm.generate(anthropic_spec(fake_provider.anthropic_base), MESSAGES, max_tokens=50)
 
     [request] = fake_provider.requests
     assert request.path == "/v1/messages"
@@ -103,9 +105,9 @@ def test_canned_replies_are_served_in_order(fake_provider: FakeProviderServer) -
     fake_provider.queue_replies("first canned", "second canned")
     spec = openai_spec(fake_provider.openai_base)
 
-    assert llm.complete(spec, MESSAGES) == "first canned"
+    assert llm.generate(spec, MESSAGES).text == "first canned"
     assert "".join(llm.stream_completion(spec, MESSAGES)) == "second canned"
-    assert llm.complete(spec, MESSAGES) == default_reply(MESSAGES)
+    assert llm.generate(spec, MESSAGES).text == default_reply(MESSAGES)
 
 
 def test_max_tokens_cut_is_reported(fake_provider: FakeProviderServer) -> None:
@@ -124,7 +126,7 @@ def test_key_comes_from_settings_when_the_spec_has_none(
         api_base=fake_provider.openai_base,
     )  # fmt: skip
     settings = load_settings(openai_api_key=SecretStr("sk-from-settings"))
-    llm.complete(spec, MESSAGES, settings=settings)
+    llm.generate(spec, MESSAGES, settings=settings)
 
     assert fake_provider.requests[0].api_key == "sk-from-settings"
 
@@ -183,7 +185,7 @@ def test_plain_400_mentioning_context_length_is_an_overflow(
 ) -> None:
     fake_provider.inject(Fault.error(400, message="Input is too long for requested model."))
     with pytest.raises(ContextWindowExceededError):
-        llm.complete(openai_spec(fake_provider.openai_base), MESSAGES)
+        llm.generate(openai_spec(fake_provider.openai_base), MESSAGES)
 
 
 @pytest.mark.parametrize("api", APIS)
@@ -219,7 +221,7 @@ def test_provider_message_quoting_the_prompt_is_withheld(
 ) -> None:
     fake_provider.inject(Fault.error(400, message=f"Invalid content in message 3: '{SECRET}'"))
     with pytest.raises(ProviderBadRequestError) as caught:
-        llm.complete(openai_spec(fake_provider.openai_base), MESSAGES)
+        llm.generate(openai_spec(fake_provider.openai_base), MESSAGES)
 
     assert "4471" not in str(caught.value)
     assert "Marisol" not in str(caught.value)
@@ -256,9 +258,9 @@ def test_faults_injected_into_a_provider_process(
     spec = openai_spec(remote_fake_provider.openai_base)
 
     with pytest.raises(ProviderRateLimitError) as caught:
-        llm.complete(spec, MESSAGES)
+        llm.generate(spec, MESSAGES)
     assert caught.value.retry_after == 3
-    assert llm.complete(spec, MESSAGES) == "from the other process"
+    assert llm.generate(spec, MESSAGES).text == "from the other process"
     assert len(remote_fake_provider.requests) == 2
     assert remote_fake_provider.max_prompt_tokens == count_prompt(list(MESSAGES))  # type: ignore[arg-type]
 
@@ -275,7 +277,7 @@ def test_offline_model_streams_a_labelled_deterministic_reply() -> None:
     assert "4471" in text and "Marisol" in text
     assert stream.finish_reason == "stop"
     assert stream.usage is not None and stream.usage.completion_tokens > 0
-    assert llm.complete(OFFLINE, MESSAGES) == text
+    assert llm.generate(OFFLINE, MESSAGES).text == text
 
 
 def test_offline_model_honours_max_tokens() -> None:
