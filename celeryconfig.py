@@ -53,6 +53,8 @@ task_annotations = {
     if queue == "summarization"
 }
 
+worker_proc_alive_timeout = 60
+"""Pool processes load tokenizers and litellm at start (seconds on a busy machine)."""
 worker_send_task_events = True
 task_send_sent_event = True
 worker_hijack_root_logger = False

@@ -2,7 +2,7 @@
 
 A Lua script assigns the turn's next ``seq``, appends the event to the session's capped stream
 and publishes it (with its stream entry id) on the session's channel; for token events it also
-appends the text to the turn's published-text key. Doing it all in one script means replay
+appends the text to the turn's published-text key and refreshes the turn's heartbeat. Doing it all in one script means replay
 (stream), live delivery (channel) and what a redelivered task believes was already shown can
 never disagree.
 """
@@ -27,6 +27,7 @@ local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'event', bod
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('PUBLISH', KEYS[3], string.sub(body, 1, -2) .. ',"id":"' .. id .. '"}')
 if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[1], 'heartbeat', ARGV[5])
   redis.call('APPEND', KEYS[4], ARGV[4])
   redis.call('EXPIRE', KEYS[4], ARGV[3])
 end
@@ -78,7 +79,7 @@ class EventLog:
     def publish_token(self, session_id: str, turn_id: str, text: str, attempt: int) -> Event:
         """A ``token`` event, recording its text as published for this turn."""
         body = _encode(session_id, turn_id, EventType.TOKEN, {"text": text, "attempt": attempt})
-        args: list[str | int] = [body, self._maxlen, self._ttl, text]
+        args: list[str | float] = [body, self._maxlen, self._ttl, text, time.time()]
         return _result(body, self._script(keys=_keys(session_id, turn_id), args=args))
 
 

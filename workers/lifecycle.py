@@ -14,6 +14,7 @@ from celery import signals
 
 from tokenwindow.counting import counter_for_encoding
 from tokenwindow.settings import get_settings
+from workers.llm import load_litellm
 from workers.logs import configure_logging, safe_fields
 from workers.sentry import init_sentry
 
@@ -32,10 +33,15 @@ def _worker_init(**_: Any) -> None:
         log.info("sentry enabled")
 
 
-def _warm_tokenizers(**_: Any) -> None:
-    """Load vocabularies from disk once per child, before the first task waits on it."""
+def _warm_up(**_: Any) -> None:
+    """Load vocabularies and litellm once per child, before the first task waits on them.
+
+    Both come from disk (no network): litellm's import alone takes seconds, which would
+    otherwise land on the first turn each pool process serves.
+    """
     for name in WARM_ENCODINGS:
         counter_for_encoding(name).count_text("warm")
+    load_litellm()
 
 
 def _task_started(task_id: str, task: Any, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
@@ -83,7 +89,7 @@ def _task_retry(request: Any = None, reason: Any = None, **_: Any) -> None:
 # make these functions untyped too.
 signals.setup_logging.connect(_setup_logging)
 signals.worker_init.connect(_worker_init)
-signals.worker_process_init.connect(_warm_tokenizers)
+signals.worker_process_init.connect(_warm_up)
 signals.task_prerun.connect(_task_started)
 signals.task_postrun.connect(_task_finished)
 signals.task_retry.connect(_task_retry)

@@ -61,7 +61,8 @@ class Completion:
 
 # --- litellm, loaded once --------------------------------------------------------------------
 @functools.cache
-def _litellm() -> ModuleType:
+def load_litellm() -> ModuleType:
+    """Import and set up litellm once per process (workers do it at pool start)."""
     prepare_offline_environment()
     import litellm
 
@@ -95,7 +96,7 @@ class RequestOptions(TypedDict, total=False):
 
 def _send(spec: ModelSpec, messages: list[Message], options: RequestOptions, **extra: Any) -> Any:
     """One ``litellm.completion`` call with our defaults; provider errors become ours."""
-    litellm = _litellm()
+    litellm = load_litellm()
     settings = options.get("settings") or get_settings()
     timeout = options.get("timeout")
     request: dict[str, Any] = {
