@@ -2,9 +2,9 @@
 
 A Lua script assigns the turn's next ``seq``, appends the event to the session's capped stream
 and publishes it (with its stream entry id) on the session's channel; for token events it also
-appends the text to the turn's published-text key and refreshes the turn's heartbeat. Doing it all in one script means replay
-(stream), live delivery (channel) and what a redelivered task believes was already shown can
-never disagree.
+appends the text to the turn's published-text key and refreshes the turn's heartbeat. Doing it
+all in one script means replay (stream), live delivery (channel) and what a redelivered task
+believes was already shown can never disagree.
 """
 
 from __future__ import annotations
