@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal, overload
 
 import redis.asyncio
+import redis.exceptions
 
 from tokenwindow.constants import (
     LATENCY_KEY,
@@ -42,6 +43,8 @@ from tokenwindow.settings import Settings, StrategyName, get_settings
 READ_BLOCK_MS = 1_000
 """How long one blocking read waits; bounds how quickly a cancelled subscriber notices."""
 DEFAULT_TIMEOUT_SECONDS = 300.0
+RECONNECT_DELAY_SECONDS = 0.5
+"""Pause between reads while Redis is unreachable; the subscription's timeout still applies."""
 
 
 class TokenManagementClient:
@@ -232,9 +235,14 @@ class TokenManagementClient:
         cursor = from_id or await self.last_event_id(session_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         while deadline is None or time.monotonic() < deadline:
-            reply: list[tuple[str, list[tuple[str, dict[str, str]]]]] = await self.redis.xread(
-                {key: cursor}, block=READ_BLOCK_MS, count=500
-            )  # type: ignore[assignment]
+            try:
+                reply: list[tuple[str, list[tuple[str, dict[str, str]]]]] = await self.redis.xread(
+                    {key: cursor}, block=READ_BLOCK_MS, count=500
+                )  # type: ignore[assignment]
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                # Redis is restarting or unreachable: the cursor resumes exactly where we were.
+                await asyncio.sleep(RECONNECT_DELAY_SECONDS)
+                continue
             for _, entries in reply:
                 for entry_id, fields in entries:
                     cursor = entry_id

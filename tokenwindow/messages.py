@@ -7,7 +7,8 @@ copies every message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal, NotRequired, TypedDict
 
 from tokenwindow.errors import InvalidInputError
@@ -21,6 +22,8 @@ MESSAGE_FIELDS: frozenset[str] = frozenset(
 PART_TYPES: frozenset[str] = frozenset(("text", "image_url", "input_audio", "file", "refusal"))
 MAX_MESSAGE_CHARS = 4_000_000
 """One message larger than this (about a million tokens) is rejected outright, not counted."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""Lone surrogates survive JSON decoding but cannot be encoded as UTF-8 for Redis or HTTP."""
 
 
 class ToolCallFunction(TypedDict):
@@ -51,6 +54,9 @@ def _check_text(where: str, value: object) -> str:
         raise _fail(where, f"must be a string, got {type(value).__name__}")
     if len(value) > MAX_MESSAGE_CHARS:
         raise _fail(where, f"is {len(value):,} characters; the limit is {MAX_MESSAGE_CHARS:,}")
+    bad = _SURROGATE.search(value)
+    if bad is not None:
+        raise _fail(where, f"has a lone surrogate at character {bad.start()} (not valid Unicode)")
     return value
 
 
@@ -81,11 +87,14 @@ def _check_tool_calls(where: str, calls: object) -> None:
             raise _fail(at, "must be an object")
         if not isinstance(call.get("id"), str) or not call["id"]:
             raise _fail(f"{at}.id", "must be a non-empty string")
+        _check_text(f"{at}.id", call["id"])
         function = call.get("function")
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise _fail(f"{at}.function", "must be an object with a string 'name'")
+        _check_text(f"{at}.function.name", function["name"])
         if not isinstance(function.get("arguments", ""), str):
             raise _fail(f"{at}.function.arguments", "must be a JSON string")
+        _check_text(f"{at}.function.arguments", function.get("arguments", ""))
 
 
 def validate_message(raw: object, where: str = "message") -> Message:
@@ -123,6 +132,8 @@ def validate_message(raw: object, where: str = "message") -> Message:
         _check_tool_calls(f"{where}.tool_calls", raw["tool_calls"])
     if role == "tool" and not isinstance(raw.get("tool_call_id"), str):
         raise _fail(f"{where}.tool_call_id", "is required on tool messages")
+    if "tool_call_id" in raw:
+        _check_text(f"{where}.tool_call_id", raw["tool_call_id"])
     return raw  # type: ignore[return-value]
 
 
@@ -133,6 +144,22 @@ def validate_messages(raw: object, *, allow_empty: bool = False) -> list[Message
     if not raw and not allow_empty:
         raise _fail("messages", "must not be empty")
     return [validate_message(m, f"messages[{i}]") for i, m in enumerate(raw)]
+
+
+def check_tool_results(messages: Sequence[Message], earlier: Iterable[Message] = ()) -> None:
+    """Every tool result must answer a tool call made before it (in ``earlier`` or this list).
+
+    Providers reject an orphan result, so storing one would fail every later turn of the session.
+    """
+    known = {call_id for m in earlier for call_id in tool_call_ids(m)}
+    for i, message in enumerate(messages):
+        known.update(tool_call_ids(message))
+        call_id = message.get("tool_call_id")
+        if message["role"] == "tool" and call_id not in known:
+            raise _fail(
+                f"messages[{i}].tool_call_id",
+                f"{call_id!r:.80} answers no earlier assistant tool call",
+            )
 
 
 def text_of(message: Message) -> str:

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tokenwindow.constants import SESSION_ID_PATTERN, TURN_ID_PATTERN
 from tokenwindow.errors import InvalidInputError
-from tokenwindow.messages import Message, validate_messages
+from tokenwindow.messages import MAX_MESSAGE_CHARS, Message, text_of, validate_messages
 from tokenwindow.settings import StrategyName
+
+MAX_MESSAGES_PER_TURN = 10_000
+"""More new messages than this in one turn is refused before any is validated or stored."""
+MAX_TURN_CHARS = 4 * MAX_MESSAGE_CHARS
+"""Total text of one turn's messages; beyond this no model window could hold it anyway."""
 
 
 def check_session_id(session_id: object) -> str:
@@ -42,7 +47,7 @@ class TurnRequest(BaseModel):
     messages: list[dict[str, Any]]
     model: str
     strategy: StrategyName | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
+    temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
     max_tokens: int | None = Field(None, gt=0, le=1_000_000)
     submitted_at: float = Field(default_factory=time.time)
 
@@ -58,10 +63,26 @@ class TurnRequest(BaseModel):
             raise ValueError("must be 1-128 characters of letters, digits, '_', '-', '.', '@'")
         return value
 
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _message_count(cls, value: object) -> object:
+        """Checked before anything else so a million tiny messages costs one ``len``."""
+        if isinstance(value, list | tuple) and len(value) > MAX_MESSAGES_PER_TURN:
+            raise InvalidInputError(
+                f"messages: {len(value):,} messages in one turn; "
+                f"the limit is {MAX_MESSAGES_PER_TURN:,}"
+            )
+        return value
+
     @field_validator("messages")
     @classmethod
     def _messages(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
         validate_messages(value)
+        total = sum(len(text_of(m)) for m in cast(list[Message], value))
+        if total > MAX_TURN_CHARS:
+            raise InvalidInputError(
+                f"messages: {total:,} characters in one turn; the limit is {MAX_TURN_CHARS:,}"
+            )
         return value
 
     @property
@@ -82,7 +103,8 @@ class TurnRequest(BaseModel):
 def describe_validation_error(exc: ValidationError) -> str:
     """First error of a pydantic report as ``field: problem`` (our own messages pass through)."""
     first = exc.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ())) or "input"
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first.get("loc", ()))
+    where = where.lstrip(".") or "input"
     cause = (first.get("ctx") or {}).get("error")
     if isinstance(cause, InvalidInputError):
         return cause.message

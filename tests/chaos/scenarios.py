@@ -1,0 +1,474 @@
+"""Fault scenarios, each run against real workers and judged by ``support.audit``.
+
+The tests in this package run them small; ``python -m bench.chaos`` runs them at full size
+and prints one table row per scenario. Each returns a ``Row``: turns sent, completed, failed
+(with a clear error, where that is the right outcome), lost, duplicated, and the recovery
+time, from the end of the fault to the last turn's terminal event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from kombu import Connection
+
+from tests.chaos.support import (
+    BIG_MODEL,
+    ESTIMATED_MODEL,
+    TINY_MODEL,
+    RedisServer,
+    Stack,
+    TurnRecord,
+    audit,
+    new_session,
+    p99,
+    run_sessions,
+    run_turn,
+    stack,
+)
+from tests.fakes.behaviour import Fault
+from tokenwindow.constants import METRICS_KEY, QUEUES, events_stream_key
+from tokenwindow.events import EventType
+
+LONG_LIMITS = {
+    # Tasks outlive a frozen Redis, so nothing is redelivered while the first run still works.
+    "TOKENWINDOW_COMPLETION_SOFT_TIME_LIMIT": "100",
+    "TOKENWINDOW_COMPLETION_TIME_LIMIT": "110",
+    "TOKENWINDOW_SUMMARIZATION_SOFT_TIME_LIMIT": "60",
+    "TOKENWINDOW_SUMMARIZATION_TIME_LIMIT": "70",
+    "TOKENWINDOW_VISIBILITY_MARGIN_SECONDS": "10",
+}
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
+WORDS += ["golf", "hotel", "india", "juliet", "kilo", "lima"]
+
+
+@dataclass
+class Row:
+    fault: str
+    broker: str = "redis"
+    sent: int = 0
+    completed: int = 0
+    failed: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    recovery_s: float | None = None
+    requests: int = 0
+    note: str = ""
+    problems: list[str] = field(default_factory=list)
+
+    def fill(self, client: redis.Redis, records: list[TurnRecord]) -> Row:
+        result = audit(client, records)
+        self.sent, self.completed, self.failed = result.sent, result.completed, result.failed
+        self.lost, self.duplicated, self.problems = result.lost, result.duplicated, result.problems
+        return self
+
+
+def broker_name(broker_url: str | None) -> str:
+    return "rabbitmq" if broker_url and broker_url.startswith("amqp") else "redis"
+
+
+def purge_queues(broker_url: str | None) -> None:
+    """RabbitMQ queues outlive a run; start each scenario with them empty."""
+    if broker_url and broker_url.startswith("amqp"):
+        with Connection(broker_url) as conn:
+            channel = conn.default_channel
+            for name in QUEUES:
+                channel.queue_declare(name, durable=True, auto_delete=False)
+                channel.queue_purge(name)
+
+
+def long_text(session_id: str) -> str:
+    """A user message the fake echoes back as a reply of about twenty stream pieces."""
+    return " ".join([session_id, *WORDS])
+
+
+def _run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def _started(client: redis.Redis) -> int:
+    return int(client.hget(METRICS_KEY, "turns_submitted") or 0)
+
+
+# --- worker kills ---------------------------------------------------------------------------------
+def kill_streaming(workdir: Path, redis_url: str, broker_url: str | None = None) -> Row:
+    """SIGKILL a worker while three replies stream; a fresh worker finishes them."""
+    row = Row("kill -9 while streaming", broker_name(broker_url))
+    purge_queues(broker_url)
+    with stack(workdir, redis_url, broker_url=broker_url) as s:
+        s.provider.configure(token_delay=0.15)
+        first, second = s.worker(), s.worker(start=False)
+        sessions = [new_session("kill-stream") for _ in range(3)]
+        restarted: list[float] = []
+
+        async def scenario() -> list[TurnRecord]:
+            async with s.client() as client:
+                turns = [run_turn(client, sid, long_text(sid), timeout=90) for sid in sessions]
+                tasks = [asyncio.ensure_future(t) for t in turns]
+                while not any(s.provider.requests) or _tokens(s, sessions) < 4:
+                    await asyncio.sleep(0.05)
+                first.kill()
+                await asyncio.to_thread(s.start, second)
+                restarted.append(time.monotonic())
+                return list(await asyncio.gather(*tasks))
+
+        records = _run(scenario())
+        row.requests = len(s.provider.requests)
+        row.recovery_s = max(r.finished for r in records) - restarted[0]
+        return row.fill(redis.Redis.from_url(redis_url), records)
+
+
+def _tokens(s: Stack, sessions: list[str]) -> int:
+    client = redis.Redis.from_url(s.redis_url)
+    try:
+        return sum(int(client.xlen(events_stream_key(sid))) for sid in sessions)
+    finally:
+        client.close()
+
+
+def summarizing_history(turns: int = 12) -> list[dict[str, Any]]:
+    """About 2,400 tokens of history: over the tiny model's hard threshold on the first turn."""
+    history: list[dict[str, Any]] = []
+    for n in range(turns):
+        words = " ".join(f"{w}{n}" for w in WORDS * 8)
+        history.append({"role": "user", "content": f"Question {n}: {words}"})
+        history.append({"role": "assistant", "content": f"Answer {n}: {words}"})
+    return history
+
+
+def kill_summarizing(workdir: Path, redis_url: str, broker_url: str | None = None) -> Row:
+    """SIGKILL a worker while ``compress_session`` waits on the summarizing model."""
+    row = Row("kill -9 while summarizing", broker_name(broker_url))
+    purge_queues(broker_url)
+    env = {"TOKENWINDOW_SUMMARIZER_MODEL": BIG_MODEL, "TOKENWINDOW_PROVIDER_TIMEOUT_SECONDS": "30"}
+    with stack(workdir, redis_url, broker_url=broker_url, **env) as s:
+        s.provider.inject(Fault.hang(seconds=30))  # the summary request hangs until the kill
+        first, second = s.worker(), s.worker(start=False)
+        sid = new_session("kill-summary")
+        restarted: list[float] = []
+
+        async def scenario() -> list[TurnRecord]:
+            async with s.client() as client:
+                task = asyncio.ensure_future(
+                    run_turn(
+                        client,
+                        sid,
+                        "what did we decide?",
+                        TINY_MODEL,
+                        history=summarizing_history(),
+                        timeout=90,
+                    )
+                )
+                while not s.provider.requests:
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.5)
+                first.kill()
+                await asyncio.to_thread(s.start, second)
+                restarted.append(time.monotonic())
+                return [await task]
+
+        records = _run(scenario())
+        client = redis.Redis.from_url(redis_url)
+        row.requests = len(s.provider.requests)
+        row.recovery_s = records[0].finished - restarted[0]
+        row.fill(client, records)
+        summarized = [
+            e for e in _events(client, sid) if e["type"] == EventType.COMPRESSION_COMPLETED
+        ]
+        if not any(e.get("summarized") for e in summarized):
+            row.problems.append("no LLM summary was applied after the restart")
+        row.note = f"{len(summarized)} compression(s) completed"
+        return row
+
+
+def _events(client: redis.Redis, session_id: str) -> list[dict[str, Any]]:
+    import json
+
+    return [json.loads(f[b"event"]) for _, f in client.xrange(events_stream_key(session_id))]
+
+
+def kill_ingesting(
+    workdir: Path, redis_url: str, broker_url: str | None = None, *, sessions: int = 12
+) -> Row:
+    """SIGKILL a worker while it appends long resent histories (slow ingest)."""
+    row = Row("kill -9 while ingesting", broker_name(broker_url))
+    purge_queues(broker_url)
+    history = [
+        {"role": "user" if n % 2 == 0 else "assistant", "content": f"message {n} {WORDS[n % 12]}"}
+        for n in range(4_000)
+    ]
+    with stack(workdir, redis_url, broker_url=broker_url) as s:
+        first, second = s.worker(), s.worker(start=False)
+        ids = [new_session("kill-ingest") for _ in range(sessions)]
+        probe = redis.Redis.from_url(redis_url)
+        before = _started(probe)
+        restarted: list[float] = []
+
+        async def scenario() -> list[TurnRecord]:
+            async with s.client() as client:
+                tasks = [
+                    asyncio.ensure_future(
+                        run_turn(client, sid, long_text(sid), history=history, timeout=90)
+                    )
+                    for sid in ids
+                ]
+                while _started(probe) - before < 2:
+                    await asyncio.sleep(0.01)
+                first.kill()
+                await asyncio.to_thread(s.start, second)
+                restarted.append(time.monotonic())
+                return list(await asyncio.gather(*tasks))
+
+        records = _run(scenario())
+        row.requests = len(s.provider.requests)
+        row.recovery_s = max(r.finished for r in records) - restarted[0]
+        row.note = f"{_started(probe) - before} ingests started for {sessions} turns"
+        return row.fill(probe, records)
+
+
+# --- provider faults ------------------------------------------------------------------------------
+def provider_fault(
+    workdir: Path,
+    redis_url: str,
+    name: str,
+    faults: list[Fault],
+    *,
+    turns: int = 3,
+    model: str = BIG_MODEL,
+    history: list[dict[str, Any]] | None = None,
+    configure: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> Row:
+    """Queue ``faults`` for the next provider requests, then run ``turns`` turns at once."""
+    row = Row(name)
+    with stack(workdir, redis_url, **(env or {})) as s:
+        s.worker()
+        s.provider.configure(**(configure or {}))
+        s.provider.inject(*faults)
+        sessions = [new_session("fault") for _ in range(turns)]
+
+        async def scenario() -> list[TurnRecord]:
+            async with s.client() as client:
+                return list(
+                    await asyncio.gather(
+                        *(
+                            run_turn(client, sid, long_text(sid), model, history=history)
+                            for sid in sessions
+                        )
+                    )
+                )
+
+        start = time.monotonic()
+        records = _run(scenario())
+        row.requests = len(s.provider.requests)
+        row.recovery_s = max((r.finished for r in records), default=start) - start
+        row.fill(redis.Redis.from_url(redis_url), records)
+        codes = sorted({r.code for r in records if r.code})
+        row.note = f"codes: {', '.join(codes)}" if codes else ""
+        return row
+
+
+def context_history() -> list[dict[str, Any]]:
+    """About 2,300 tokens: fits our estimate of the 4,000-token model, not the provider's 2,000."""
+    return [
+        {"role": "user" if n % 2 == 0 else "assistant", "content": " ".join(WORDS * 15)}
+        for n in range(12)
+    ]
+
+
+PROVIDER_FAULTS: dict[str, dict[str, Any]] = {
+    "429 with Retry-After": {"faults": [Fault.error(429, retry_after=1)] * 2},
+    "500": {"faults": [Fault.error(500)] * 2},
+    "503": {"faults": [Fault.error(503)] * 2},
+    "529 overloaded": {"faults": [Fault.error(529)] * 2},
+    "stream stops halfway": {"faults": [Fault.drop(after_chunks=4)] * 2},
+    "hang past the timeout": {
+        "faults": [Fault.hang(seconds=20), Fault.hang(seconds=20, after_chunks=3)],
+        "env": {"TOKENWINDOW_PROVIDER_TIMEOUT_SECONDS": "2"},
+    },
+    "auth error (401)": {"faults": [Fault.error(401)] * 3},
+    "context length below ours": {
+        "faults": [],
+        "turns": 2,
+        "model": ESTIMATED_MODEL,
+        "history": context_history(),
+        "configure": {"context_limit": 2_000},
+    },
+}
+EXPECTED_FAILURES = {"auth error (401)": "provider_auth"}
+"""Faults whose right outcome is a clear ``turn_failed`` (with this code), not a retry."""
+
+
+# --- Redis faults ---------------------------------------------------------------------------------
+def redis_restart(workdir: Path) -> Row:
+    """Kill and restart a private Redis (no persistence): workers reconnect, new turns work."""
+    row = Row("redis restart (no persistence)")
+    with RedisServer() as server, stack(workdir, server.url(0)) as s:
+        s.worker()
+        s.provider.configure(token_delay=0.2)
+        before = [new_session("before") for _ in range(2)]
+
+        async def first_turns() -> list[TurnRecord]:
+            async with s.client() as client:
+                done = await run_sessions(client, before[:1], 1)
+                inflight = asyncio.ensure_future(
+                    run_turn(client, before[1], long_text(before[1]), timeout=10)
+                )
+                while _tokens(s, before[1:]) < 3:
+                    await asyncio.sleep(0.05)
+                server.restart()
+                return [*done, await inflight]
+
+        earlier = _run(first_turns())
+        restarted = time.monotonic()
+        worker = s.workers[0]
+        time.sleep(2)
+        exited = worker.process is not None and worker.process.poll() is not None
+        if exited:  # as a process supervisor (compose, systemd, Procfile runner) would
+            s.worker()
+        s.provider.configure(token_delay=0.0)
+        after = [new_session("after") for _ in range(3)]
+
+        async def new_turns() -> list[TurnRecord]:
+            async with s.client() as client:
+                return await run_sessions(client, after, 2, timeout=90)
+
+        records = _run(new_turns())
+        client = redis.Redis.from_url(server.url(0))
+        row.recovery_s = max(r.finished for r in records) - restarted
+        row.fill(client, records)
+        kept = sum(bool(client.exists(f"tw:session:{sid}")) for sid in before)
+        row.note = (
+            f"before the restart: {len(earlier)} turns ({earlier[1].status} in flight); "
+            f"sessions kept {kept}/{len(before)}; worker "
+            + ("exited on broker loss and was restarted" if exited else "reconnected by itself")
+        )
+        row.requests = len(s.provider.requests)
+        return row
+
+
+def redis_pause(workdir: Path, seconds: float = 30.0) -> Row:
+    """Freeze a private Redis with SIGSTOP mid-stream, submit more turns, then SIGCONT."""
+    row = Row(f"redis unreachable {seconds:g} s")
+    with RedisServer() as server, stack(workdir, server.url(0), **LONG_LIMITS) as s:
+        s.worker()
+        s.provider.configure(token_delay=0.1)
+        first = [new_session("inflight") for _ in range(2)]
+        late = [new_session("late") for _ in range(2)]
+        resumed: list[float] = []
+
+        async def scenario() -> list[TurnRecord]:
+            async with s.client() as client:
+                tasks = [
+                    asyncio.ensure_future(
+                        run_turn(client, sid, long_text(sid), timeout=seconds + 90)
+                    )
+                    for sid in first
+                ]
+                while _tokens(s, first) < 6:
+                    await asyncio.sleep(0.05)
+                server.pause()
+                try:
+                    await asyncio.sleep(seconds)
+                finally:
+                    server.resume()
+                resumed.append(time.monotonic())
+                tasks += [
+                    asyncio.ensure_future(run_turn(client, sid, long_text(sid), timeout=90))
+                    for sid in late
+                ]
+                return list(await asyncio.gather(*tasks))
+
+        records = _run(scenario())
+        row.recovery_s = max(r.finished for r in records) - resumed[0]
+        row.requests = len(s.provider.requests)
+        return row.fill(redis.Redis.from_url(server.url(0)), records)
+
+
+def slow_subscriber(workdir: Path, *, reply_words: int = 15_000, maxlen: int = 200) -> Row:
+    """A pub/sub subscriber that never reads: Redis drops it; the worker and others go on."""
+    row = Row("pub/sub subscriber never reads")
+    limit = "pubsub 65536 16384 1"
+    with (
+        RedisServer("--client-output-buffer-limit", limit) as server,
+        stack(workdir, server.url(0), TOKENWINDOW_STREAM_MAXLEN=str(maxlen), **LONG_LIMITS) as s,
+    ):
+        s.worker()
+        loud, other = new_session("loud"), new_session("other")
+        # Long words: more bytes than the kernel's socket buffers can hide from Redis.
+        s.provider.queue_replies(" ".join(f"{WORDS[n % 12] * 40}{n}" for n in range(reply_words)))
+        stalled = socket.socket()
+        stalled.setsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVBUF, 4096
+        )  # before connect: small window
+        stalled.connect(("127.0.0.1", server.port))
+        stalled.sendall(b"CLIENT SETNAME stalled\r\n")
+        stalled.sendall(f"SUBSCRIBE tw:channel:{loud}\r\n".encode())
+        client = redis.Redis.from_url(server.url(0))
+
+        async def scenario() -> list[TurnRecord]:
+            async with s.client() as tw:
+                talk = asyncio.ensure_future(run_turn(tw, loud, "talk a lot", timeout=120))
+                while not s.provider.requests:  # the long canned reply goes to the loud session
+                    await asyncio.sleep(0.02)
+                quiet = await run_turn(tw, other, long_text(other), timeout=120)
+                return [await talk, quiet]
+
+        start = time.monotonic()
+        records = _run(scenario())
+        row.recovery_s = max(r.finished for r in records) - start
+        names = [c.get("name") for c in client.client_list()]
+        length = int(client.xlen(events_stream_key(loud)))
+        stalled.close()
+        row.fill(client, records[1:])  # the loud turn's stream is trimmed by design
+        row.sent, row.completed = len(records), sum(r.status == "completed" for r in records)
+        row.note = (
+            f"stalled subscriber {'still connected' if 'stalled' in names else 'disconnected'}; "
+            f"stream length {length} (cap ~{maxlen}) after {reply_words} tokens"
+        )
+        if "stalled" in names:
+            row.problems.append("the stalled subscriber was not disconnected")
+        if length > maxlen + 200:
+            row.problems.append(f"stream length {length} is not capped near {maxlen}")
+        return row
+
+
+# --- load -----------------------------------------------------------------------------------------
+def load(
+    workdir: Path,
+    redis_url: str,
+    *,
+    sessions: int = 1_000,
+    turns: int = 5,
+    parallel: int = 200,
+    broker_url: str | None = None,
+) -> Row:
+    """Many sessions against an instant provider and one worker with two processes."""
+    row = Row(f"load {sessions} sessions x {turns} turns", broker_name(broker_url))
+    purge_queues(broker_url)
+    with stack(workdir, redis_url, broker_url=broker_url) as s:
+        s.worker(concurrency=2)
+        ids = [new_session("load") for _ in range(sessions)]
+
+        async def scenario() -> list[TurnRecord]:
+            async with s.client() as client:
+                return await run_sessions(client, ids, turns, parallel=parallel, timeout=300)
+
+        start = time.monotonic()
+        records = _run(scenario())
+        elapsed = time.monotonic() - start
+        row.requests = len(s.provider.requests)
+        row.fill(redis.Redis.from_url(redis_url), records)
+        latencies = [r.latency for r in records if r.status == "completed"]
+        row.note = (
+            f"{len(records) / elapsed:.1f} turns/s, p99 latency {p99(latencies):.2f} s, "
+            f"{elapsed:.1f} s in all"
+        )
+        return row
