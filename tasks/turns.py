@@ -9,10 +9,13 @@ streams deltas as events, appends the reply and hands the session to the next tu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import redis.exceptions
 from celery import Task, chain
 from celery.exceptions import SoftTimeLimitExceeded
 
@@ -32,6 +35,7 @@ from tokenwindow.errors import (
     TokenWindowError,
 )
 from tokenwindow.events import EventType
+from tokenwindow.messages import check_tool_results
 from tokenwindow.models import ModelSpec, get_registry
 from tokenwindow.protocol import TurnRequest
 from tokenwindow.settings import get_settings
@@ -46,6 +50,32 @@ log = logging.getLogger(__name__)
 DONE_STATES = frozenset(("completed", "failed"))
 OVERFLOW_MARGIN_SCALE = 3.0
 """After a provider context-length error, the safety margin is this many times larger."""
+
+
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+REDIS_POLL_SECONDS = 1.0
+
+
+@contextlib.contextmanager
+def _redis_outage(task: Task, limit: float) -> Iterator[None]:
+    """If Redis drops out mid-task, wait for it to answer again, then run the task again.
+
+    Session state and (usually) the broker live in Redis, so a failure here would lose the turn
+    and leave its session blocked. Every step is idempotent per turn id, and a re-run completion
+    resumes by prefix, so running again is safe.
+    """
+    try:
+        yield
+    except REDIS_ERRORS as exc:
+        log.warning("redis unreachable; waiting", extra={"fields": {"error": type(exc).__name__}})
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            try:
+                get_store().redis.ping()
+                break
+            except REDIS_ERRORS:
+                time.sleep(REDIS_POLL_SECONDS)
+        raise task.retry(countdown=REDIS_POLL_SECONDS) from None
 
 
 def _turn_failed(session_id: str, turn_id: str, error: TokenWindowError) -> dict[str, Any]:
@@ -74,9 +104,18 @@ def _reject(kwargs: dict[str, Any], error: InvalidInputError) -> dict[str, Any]:
 
 
 @app.task(name=TASK_INGEST_TURN, bind=True, max_retries=None, acks_late=True)
-def ingest_turn(self: Task, **kwargs: Any) -> dict[str, Any]:
+def ingest_turn(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Append a turn's new messages (once per turn id) and start its completion."""
+    with _redis_outage(self, get_settings().completion_soft_time_limit):
+        return _ingest_turn(self, *args, **kwargs)
+
+
+def _ingest_turn(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     try:
+        if args:
+            raise InvalidInputError(
+                f"turn: {TASK_INGEST_TURN} takes keyword arguments only, got {len(args)} positional"
+            )
         turn = TurnRequest.parse(kwargs)
     except InvalidInputError as exc:
         return _reject(kwargs, exc)
@@ -93,10 +132,15 @@ def ingest_turn(self: Task, **kwargs: Any) -> dict[str, Any]:
         return _turn_failed(sid, tid, exc)
     counter = counter_for(spec)
     strategy = str(turn.strategy or settings.default_strategy)
+    new = store.new_suffix(store.meta(sid), turn.typed_messages)
+    if not state.get("ingested") and any(m["role"] == "tool" for m in new):
+        try:
+            check_tool_results(new, (e.message for e in store.transcript(sid)))
+        except InvalidInputError as exc:
+            return _turn_failed(sid, tid, exc)
     if not state.get("ingested"):
         get_events().publish(sid, tid, EventType.TURN_STARTED, model=spec.name)
         get_metrics().incr("turns_submitted")
-    new = store.new_suffix(store.meta(sid), turn.typed_messages)
     store.append_turn(sid, tid, new, counter, model=spec.name, strategy=strategy)
     window = window_for(spec, settings, max_output_tokens=turn.max_tokens)
     prompt_tokens = store.prompt_tokens(sid, counter)
@@ -199,7 +243,6 @@ def _stream_reply(
         if len(reply) > sent:
             events.publish_token(sid, tid, reply[sent:], attempt)
             sent = len(reply)
-            store.heartbeat(sid, tid)
     if not diverged and len(reply) < len(seen):
         # The new attempt ended inside text an earlier one had shown: replace, don't leave extra.
         store.forget_published(sid, tid)
@@ -209,7 +252,13 @@ def _stream_reply(
 
 
 @app.task(name=TASK_COMPLETE_TURN, bind=True, max_retries=None, acks_late=True)
-def complete_turn(
+def complete_turn(self: Task, **kwargs: Any) -> dict[str, Any]:
+    """Generate the reply for an ingested turn and stream it to the session's subscribers."""
+    with _redis_outage(self, get_settings().completion_soft_time_limit):
+        return _complete_turn(self, **kwargs)
+
+
+def _complete_turn(
     self: Task,
     *,
     session_id: str,
@@ -220,7 +269,6 @@ def complete_turn(
     submitted_at: float = 0.0,
     margin_scale: float = 1.0,
 ) -> dict[str, Any]:
-    """Generate the reply for an ingested turn and stream it to the session's subscribers."""
     store, settings = get_store(), get_settings()
     sid, tid = session_id, turn_id
     state = store.turn_state(sid, tid)
@@ -252,8 +300,8 @@ def complete_turn(
             kwargs={**self.request.kwargs, "margin_scale": OVERFLOW_MARGIN_SCALE}, countdown=0
         ) from None
     except ProviderError as exc:
-        get_metrics().incr("errors", exc.code)
         if exc.retryable and self.request.retries < settings.max_retries:
+            get_metrics().incr("errors", exc.code)  # a final failure is counted once, below
             raise self.retry(countdown=backoff(self.request.retries, exc.retry_after)) from None
         return _turn_failed(sid, tid, exc)
     except SoftTimeLimitExceeded:
