@@ -53,7 +53,9 @@ class TokenManagementClient:
     def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         url = redis_url or self.settings.redis_url
-        self.redis = redis.asyncio.Redis.from_url(url, decode_responses=True)
+        self.redis = redis.asyncio.Redis.from_url(
+            url, decode_responses=True, max_connections=self.settings.client_max_connections
+        )
         self._events = AsyncEventLog(
             self.redis,
             maxlen=self.settings.stream_maxlen,

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
 
     # --- connections -----------------------------------------------------------------------
     redis_url: str = Field(DEFAULT_REDIS_URL, validation_alias=_env("REDIS_URL"))
+    client_max_connections: int = Field(1_000, gt=0)
+    """Connections one client may open; every live ``subscribe`` holds one (blocking read)."""
     broker_url: str | None = Field(None, validation_alias=_env("BROKER_URL"))
     """Celery broker; defaults to ``redis_url``. ``amqp://`` selects RabbitMQ."""
     redis_url_explicit: bool = Field(False, exclude=True)
