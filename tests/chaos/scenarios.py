@@ -447,7 +447,7 @@ def load(
     *,
     sessions: int = 1_000,
     turns: int = 5,
-    parallel: int = 200,
+    parallel: int = 50,
     broker_url: str | None = None,
 ) -> Row:
     """Many sessions against an instant provider and one worker with two processes."""
