@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from tokenwindow.settings import Settings
@@ -21,16 +22,47 @@ def scrub(value: Any) -> Any:
     return value
 
 
+OWN_MODULES = ("tokenwindow", "strategies", "workers", "tasks")
+"""Our exceptions never carry prompt text (provider messages that quote it are withheld)."""
+
+
 def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
+    """Strip message contents; keep the shape of the event (type, frames, ids)."""
     for section in ("extra", "contexts", "request"):
         if section in event:
             event[section] = scrub(event[section])
     for exception in (event.get("exception") or {}).get("values", []):
+        if not str(exception.get("module") or "").startswith(OWN_MODULES):
+            # A library's exception text may quote the request (providers echo prompts).
+            exception["value"] = REDACTED
         for frame in (exception.get("stacktrace") or {}).get("frames", []):
             frame.pop("vars", None)
     if "breadcrumbs" in event:
         event["breadcrumbs"] = scrub(event["breadcrumbs"])
     return event
+
+
+LLM_INTEGRATIONS = (
+    ("openai", "OpenAIIntegration"),
+    ("anthropic", "AnthropicIntegration"),
+    ("litellm", "LiteLLMIntegration"),
+)
+"""Sentry integrations that switch themselves on and record prompts and raw provider errors."""
+
+
+def llm_integrations() -> list[type[Any]]:
+    """The LLM integrations this sentry-sdk has, to disable (importing one may refuse)."""
+    from sentry_sdk.integrations import DidNotEnable
+
+    found = []
+    for module, name in LLM_INTEGRATIONS:
+        try:
+            found.append(
+                getattr(importlib.import_module(f"sentry_sdk.integrations.{module}"), name)
+            )
+        except (ImportError, DidNotEnable):
+            continue
+    return found
 
 
 def init_sentry(settings: Settings) -> bool:
@@ -43,6 +75,7 @@ def init_sentry(settings: Settings) -> bool:
     sentry_sdk.init(
         dsn=settings.sentry_dsn.get_secret_value(),
         integrations=[CeleryIntegration()],
+        disabled_integrations=[] if settings.log_prompts else llm_integrations(),
         # send_default_pii stays at its default (off); newer SDKs deprecate passing it at all.
         include_local_variables=settings.log_prompts,
         before_send=None if settings.log_prompts else before_send,  # type: ignore[arg-type]

@@ -161,11 +161,6 @@ def test_prompt_text_is_in_no_log_line_and_no_turn_event(outcome: Outcome) -> No
     assert SECRET not in published, "provider messages that quote the prompt are withheld"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sentry-sdk's auto-enabled OpenAI integration reports the provider's raw error, "
-    "which quotes the prompt; init_sentry must disable it (see the report)",
-)
 def test_prompt_text_is_in_no_sentry_event(outcome: Outcome) -> None:
     assert outcome.sentry.events(), "the crashed task reached Sentry"
     leaks = [b for b in outcome.sentry.bodies if SECRET.encode() in b]

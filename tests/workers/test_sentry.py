@@ -30,6 +30,7 @@ def celery_event() -> dict[str, Any]:
             "values": [
                 {
                     "type": "ProviderError",
+                    "module": "tokenwindow.errors",
                     "value": "provider returned 500",
                     "stacktrace": {
                         "frames": [
@@ -162,3 +163,14 @@ def test_failed_task_event_carries_no_prompt_text(transport: CapturingTransport)
         for event in events
     )
     assert SECRET not in json.dumps(events)
+
+
+def test_before_send_redacts_library_exception_text() -> None:
+    """A provider SDK's exception may quote the request; only our own keep their text."""
+    event = celery_event()
+    event["exception"]["values"][0].update(
+        module="openai", type="InternalServerError", value=f"bad request: {SECRET}"
+    )
+    scrubbed = sentry.before_send(event, {})
+    assert scrubbed["exception"]["values"][0]["value"] == REDACTED
+    assert scrubbed["exception"]["values"][0]["type"] == "InternalServerError"
