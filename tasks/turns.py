@@ -1,10 +1,10 @@
 """The turn pipeline: ingest a turn, compress if needed, stream the reply.
 
-``ingest_turn`` (fast queue) takes the session in arrival order, appends the new messages once
-per turn id and decides: under the soft threshold it starts the completion; between soft and
-hard it also enqueues a background compression; over hard it chains compression before the
-completion. ``complete_turn`` (completions queue) never sends more than the usable window,
-streams deltas as events, appends the reply and hands the session to the next turn.
+``ingest_turn`` takes the session in arrival order, appends the new messages once per turn id
+and decides: under the soft threshold it generates the reply itself; between soft and hard it
+also enqueues a background compression; over hard it chains compression before
+``complete_turn``. Generation never sends more than the usable window, streams deltas as events,
+appends the reply and hands the session to the next turn.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import redis.exceptions
@@ -43,7 +44,7 @@ from tokenwindow.window import Pressure, window_for
 from workers.app import app
 from workers.compressor import FAILSAFE, Compression
 from workers.connections import get_events, get_metrics, get_store
-from workers.llm import stream_completion
+from workers.llm import CompletionUsage, stream_completion
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def _reject(kwargs: dict[str, Any], error: InvalidInputError) -> dict[str, Any]:
 
 @app.task(name=TASK_INGEST_TURN, bind=True, max_retries=None, acks_late=True)
 def ingest_turn(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """Append a turn's new messages (once per turn id) and start its completion."""
+    """Append a turn's new messages (once per turn id), then answer it or chain compression."""
     with _redis_outage(self, get_settings().completion_soft_time_limit):
         return _ingest_turn(self, *args, **kwargs)
 
@@ -132,20 +133,19 @@ def _ingest_turn(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         return _turn_failed(sid, tid, exc)
     counter = counter_for(spec)
     strategy = str(turn.strategy or settings.default_strategy)
-    new = store.new_suffix(store.meta(sid), turn.typed_messages)
-    if not state.get("ingested") and any(m["role"] == "tool" for m in new):
-        try:
-            check_tool_results(new, (e.message for e in store.transcript(sid)))
-        except InvalidInputError as exc:
-            return _turn_failed(sid, tid, exc)
     if not state.get("ingested"):
+        new = store.new_suffix(store.meta(sid), turn.typed_messages)
+        if any(m["role"] == "tool" for m in new):
+            try:
+                check_tool_results(new, (e.message for e in store.transcript(sid)))
+            except InvalidInputError as exc:
+                return _turn_failed(sid, tid, exc)
         get_events().publish(sid, tid, EventType.TURN_STARTED, model=spec.name)
         get_metrics().incr("turns_submitted")
-    store.append_turn(sid, tid, new, counter, model=spec.name, strategy=strategy)
+        store.append_turn(sid, tid, new, counter, model=spec.name, strategy=strategy)
     window = window_for(spec, settings, max_output_tokens=turn.max_tokens)
-    prompt_tokens = store.prompt_tokens(sid, counter)
-    pressure = window.pressure(prompt_tokens)
-    completion = complete_turn.si(
+    pressure = window.pressure(store.prompt_tokens(sid, counter))
+    reply = Generation(
         session_id=sid,
         turn_id=tid,
         model=spec.name,
@@ -157,20 +157,30 @@ def _ingest_turn(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         session_id=sid, turn_id=tid, model=spec.name, strategy=strategy, reason=str(pressure)
     )
     if pressure is Pressure.HARD:
-        chain(compression, completion).apply_async()
-    else:
-        completion.apply_async()
-        if pressure is Pressure.SOFT:
-            compression.apply_async()
-    store.set_turn_state(sid, tid, status="dispatched", dispatched=time.time())
-    return {
-        "status": "dispatched",
-        "session_id": sid,
-        "turn_id": tid,
-        "pressure": str(pressure),
-        "prompt_tokens": prompt_tokens,
-        "appended": len(new),
-    }
+        # Compress first, in its own retryable task; the chain then generates. Never .get().
+        chain(compression, complete_turn.si(**reply.kwargs())).apply_async()
+        store.set_turn_state(sid, tid, status="dispatched", dispatched=time.time())
+        return {"status": "dispatched", "session_id": sid, "turn_id": tid, "pressure": "hard"}
+    if pressure is Pressure.SOFT and not state.get("compression_sent"):
+        # Proactive: the next turn finds the window already small.
+        compression.apply_async()
+        store.set_turn_state(sid, tid, compression_sent=time.time())
+    return _generate(self, spec, reply)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What generating one turn's reply needs: small, JSON-ready task arguments."""
+
+    session_id: str
+    turn_id: str
+    model: str
+    temperature: float | None = None
+    max_tokens: int | None = None
+    submitted_at: float = 0.0
+
+    def kwargs(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def _fit_window(
@@ -209,17 +219,26 @@ def _fit_window(
     return result.messages
 
 
+@dataclass(frozen=True)
+class Reply:
+    """A finished reply and what the provider said about it."""
+
+    text: str
+    finish_reason: str | None = None
+    usage: CompletionUsage | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """Fields of the ``turn_completed`` event (usage only when the provider reported it)."""
+        fields: dict[str, Any] = {"chars": len(self.text), "finish_reason": self.finish_reason}
+        if self.usage is not None:
+            fields["prompt_tokens"] = self.usage.prompt_tokens
+            fields["completion_tokens"] = self.usage.completion_tokens
+        return fields
+
+
 def _stream_reply(
-    self: Task,
-    sid: str,
-    tid: str,
-    spec: ModelSpec,
-    messages: list[Any],
-    *,
-    temperature: float | None,
-    max_tokens: int | None,
-    submitted_at: float,
-) -> str:
+    sid: str, tid: str, spec: ModelSpec, messages: list[Any], reply: Generation
+) -> Reply:
     """Stream the reply, publishing only text subscribers have not seen.
 
     A redelivered or retried attempt regenerates from the start. While its text matches what
@@ -228,103 +247,101 @@ def _stream_reply(
     """
     store, events = get_store(), get_events()
     attempt, seen = store.start_attempt(sid, tid)
-    reply, sent, diverged, first = "", len(seen), False, submitted_at > 0
-    for delta in stream_completion(
-        spec, messages, max_tokens=max_tokens, temperature=temperature, settings=get_settings()
-    ):
+    text, sent, diverged, first = "", len(seen), False, reply.submitted_at > 0
+    stream = stream_completion(
+        spec,
+        messages,
+        max_tokens=reply.max_tokens,
+        temperature=reply.temperature,
+        settings=get_settings(),
+    )
+    for delta in stream:
         if first:
             first = False
-            get_metrics().observe_first_token(time.time() - submitted_at)
-        reply += delta
-        if not diverged and not (seen.startswith(reply) or reply.startswith(seen)):
+            get_metrics().observe_first_token(time.time() - reply.submitted_at)
+        text += delta
+        if not diverged and not (seen.startswith(text) or text.startswith(seen)):
             diverged, sent = True, 0
             store.forget_published(sid, tid)
             events.publish(sid, tid, EventType.TURN_RESTARTED, attempt=attempt)
-        if len(reply) > sent:
-            events.publish_token(sid, tid, reply[sent:], attempt)
-            sent = len(reply)
-    if not diverged and len(reply) < len(seen):
+        if len(text) > sent:
+            events.publish_token(sid, tid, text[sent:], attempt)
+            sent = len(text)
+    if not diverged and len(text) < len(seen):
         # The new attempt ended inside text an earlier one had shown: replace, don't leave extra.
         store.forget_published(sid, tid)
         events.publish(sid, tid, EventType.TURN_RESTARTED, attempt=attempt)
-        events.publish_token(sid, tid, reply, attempt)
-    return reply
+        events.publish_token(sid, tid, text, attempt)
+    return Reply(text, stream.finish_reason, stream.usage)
 
 
 @app.task(name=TASK_COMPLETE_TURN, bind=True, max_retries=None, acks_late=True)
 def complete_turn(self: Task, **kwargs: Any) -> dict[str, Any]:
-    """Generate the reply for an ingested turn and stream it to the session's subscribers."""
+    """Generate the reply of a turn whose window was compressed first (the hard path)."""
     with _redis_outage(self, get_settings().completion_soft_time_limit):
-        return _complete_turn(self, **kwargs)
+        reply = Generation(**kwargs)
+        try:
+            spec = get_registry().get(reply.model)
+        except TokenWindowError as exc:
+            return _turn_failed(reply.session_id, reply.turn_id, exc)
+        return _generate(self, spec, reply)
 
 
-def _complete_turn(
-    self: Task,
-    *,
-    session_id: str,
-    turn_id: str,
-    model: str,
-    temperature: float | None = None,
-    max_tokens: int | None = None,
-    submitted_at: float = 0.0,
-    margin_scale: float = 1.0,
-) -> dict[str, Any]:
+def _generate(self: Task, spec: ModelSpec, reply: Generation) -> dict[str, Any]:
+    """Stream the reply of an ingested turn, once, however often this task runs."""
     store, settings = get_store(), get_settings()
-    sid, tid = session_id, turn_id
+    sid, tid = reply.session_id, reply.turn_id
     state = store.turn_state(sid, tid)
     if state.get("status") in DONE_STATES:
         return {"status": state["status"], "session_id": sid, "turn_id": tid}
     if state.get("replied"):
-        return _turn_completed(sid, tid, store.published_text(sid, tid))
+        return _turn_completed(sid, tid, Reply(store.published_text(sid, tid)))
+    owner = str(self.request.id)
+    if not store.claim_generation(sid, tid, owner, settings.completion_time_limit):
+        raise self.retry(countdown=1.0)
+    store.heartbeat(sid, tid)
     try:
-        spec = get_registry().get(model)
-        store.heartbeat(sid, tid)
-        messages = _fit_window(sid, tid, spec, max_tokens=max_tokens, margin_scale=margin_scale)
-        get_metrics().incr("provider_calls", spec.provider)
-        reply = _stream_reply(
-            self,
-            sid,
-            tid,
-            spec,
-            messages,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            submitted_at=submitted_at,
+        margin_scale = float(state.get("margin_scale", 1.0))
+        messages = _fit_window(
+            sid, tid, spec, max_tokens=reply.max_tokens, margin_scale=margin_scale
         )
+        get_metrics().incr("provider_calls", spec.provider)
+        answer = _stream_reply(sid, tid, spec, messages, reply)
     except ContextWindowExceededError as exc:
         if margin_scale >= OVERFLOW_MARGIN_SCALE:
             return _turn_failed(sid, tid, exc)
         get_metrics().incr("context_retries")
         get_metrics().incr("crashes_prevented")
-        raise self.retry(
-            kwargs={**self.request.kwargs, "margin_scale": OVERFLOW_MARGIN_SCALE}, countdown=0
-        ) from None
+        store.set_turn_state(sid, tid, margin_scale=OVERFLOW_MARGIN_SCALE)
+        raise self.retry(countdown=0) from None
     except ProviderError as exc:
-        if exc.retryable and self.request.retries < settings.max_retries:
+        used = store.count_provider_retry(sid, tid) if exc.retryable else None
+        if used is not None and used <= settings.max_retries:
             get_metrics().incr("errors", exc.code)  # a final failure is counted once, below
-            raise self.retry(countdown=backoff(self.request.retries, exc.retry_after)) from None
+            raise self.retry(countdown=backoff(used - 1, exc.retry_after)) from None
         return _turn_failed(sid, tid, exc)
     except SoftTimeLimitExceeded:
         return _turn_failed(sid, tid, ProviderError("the turn ran past its time limit"))
     except TokenWindowError as exc:
         return _turn_failed(sid, tid, exc)
-    counter = counter_for(spec)
+    finally:
+        store.release_generation(sid, tid, owner)
     store.append_turn(
         sid,
         tid,
-        [{"role": "assistant", "content": reply}],
-        counter,
+        [{"role": "assistant", "content": answer.text}],
+        counter_for(spec),
         model=spec.name,
         strategy=store.meta(sid).get("strategy", ""),
         status_field="replied",
     )
-    return _turn_completed(sid, tid, reply)
+    return _turn_completed(sid, tid, answer)
 
 
-def _turn_completed(sid: str, tid: str, reply: str) -> dict[str, Any]:
+def _turn_completed(sid: str, tid: str, reply: Reply) -> dict[str, Any]:
     store = get_store()
     store.set_turn_state(sid, tid, status="completed")
-    get_events().publish(sid, tid, EventType.TURN_COMPLETED, chars=len(reply))
+    get_events().publish(sid, tid, EventType.TURN_COMPLETED, **reply.summary())
     get_metrics().incr("turns_completed")
     store.release_turn(sid, tid)
-    return {"status": "completed", "session_id": sid, "turn_id": tid, "reply": reply}
+    return {"status": "completed", "session_id": sid, "turn_id": tid, "reply": reply.text}

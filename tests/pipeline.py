@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 import yaml
 
 from tests.conftest import TEST_REDIS_URL
@@ -72,6 +73,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             patch.setenv(key, value)
         get_settings.cache_clear()
         get_registry.cache_clear()
+        # Tasks an earlier module left queued (retries, waiting turns) must not run here.
+        with redis.Redis.from_url(TEST_REDIS_URL) as client:
+            client.flushdb()
         worker = WorkerProcess(env, log_path=tmp / "worker.log").start()
         try:
             yield Pipeline(provider, worker, env)

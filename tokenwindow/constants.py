@@ -30,6 +30,11 @@ def turn_key(session_id: str, turn_id: str) -> str:
     return f"{KEY_PREFIX}:turn:{session_id}:{turn_id}"
 
 
+def turn_lease_key(session_id: str, turn_id: str) -> str:
+    """String: the id of the task generating a turn's reply (one generator per turn)."""
+    return f"{turn_key(session_id, turn_id)}:lease"
+
+
 def turn_text_key(session_id: str, turn_id: str) -> str:
     """String: the reply text already published for a turn (what subscribers have seen)."""
     return f"{KEY_PREFIX}:text:{session_id}:{turn_id}"
@@ -66,16 +71,18 @@ TASK_COMPRESS_TRANSCRIPT = "tokenwindow.compress_transcript"
 TASK_COUNT_TOKENS = "tokenwindow.count_tokens"
 
 QUEUE_FAST = "fast"
-"""Cheap CPU work: token counting, turn ingest."""
+"""Cheap CPU work: token counting."""
 QUEUE_COMPLETIONS = "completions"
-"""Provider calls that stream replies; prefetch 1."""
+"""Turns: ingest and the provider calls that stream replies; prefetch 1."""
 QUEUE_SUMMARIZATION = "summarization"
 """Compression of session windows and bulk transcripts; may call a provider; prefetch 1."""
 QUEUES = (QUEUE_FAST, QUEUE_COMPLETIONS, QUEUE_SUMMARIZATION)
 
 TASK_ROUTES: dict[str, str] = {
     TASK_COUNT_TOKENS: QUEUE_FAST,
-    TASK_INGEST_TURN: QUEUE_FAST,
+    # Ingest generates the reply itself when no compression must come first, so it lives with
+    # the provider calls: one broker hop per turn instead of two.
+    TASK_INGEST_TURN: QUEUE_COMPLETIONS,
     TASK_COMPLETE_TURN: QUEUE_COMPLETIONS,
     TASK_COMPRESS_SESSION: QUEUE_SUMMARIZATION,
     TASK_COMPRESS_TRANSCRIPT: QUEUE_SUMMARIZATION,

@@ -24,6 +24,7 @@ from tokenwindow.constants import (
     session_key,
     transcript_key,
     turn_key,
+    turn_lease_key,
     turn_order_key,
     turn_text_key,
 )
@@ -96,6 +97,26 @@ class SessionStore:
 
     def heartbeat(self, session_id: str, turn_id: str) -> None:
         self.redis.hset(turn_key(session_id, turn_id), "heartbeat", time.time())
+
+    def claim_generation(self, session_id: str, turn_id: str, owner: str, ttl: int) -> bool:
+        """Become the one task generating this turn's reply (or already be it).
+
+        A redelivered task keeps its id and so reclaims its own lease at once; a second task
+        for the same turn waits until the first finishes or its lease runs out.
+        """
+        key = turn_lease_key(session_id, turn_id)
+        if self.redis.set(key, owner, nx=True, ex=ttl):
+            return True
+        return text_of_reply(self.redis.get(key)) == owner
+
+    def release_generation(self, session_id: str, turn_id: str, owner: str) -> None:
+        key = turn_lease_key(session_id, turn_id)
+        if text_of_reply(self.redis.get(key)) == owner:
+            self.redis.delete(key)
+
+    def count_provider_retry(self, session_id: str, turn_id: str) -> int:
+        """How many provider retries this turn has used, this one included."""
+        return int(self.redis.hincrby(turn_key(session_id, turn_id), "provider_retries", 1))
 
     def start_attempt(self, session_id: str, turn_id: str) -> tuple[int, str]:
         """Number this generation attempt; return it with the text earlier attempts published."""
