@@ -25,7 +25,7 @@ from tests.conftest import TEST_REDIS_URL
 from tests.harness import WorkerProcess
 from tests.tasks.conftest import BIG_MODEL, Pipeline
 from tokenwindow.client import TokenManagementClient
-from tokenwindow.constants import QUEUE_FAST, TASK_INGEST_TURN
+from tokenwindow.constants import TASK_INGEST_TURN, TASK_ROUTES
 from tokenwindow.errors import InvalidInputError, TokenWindowError, UnknownModelError
 from tokenwindow.events import EventType
 from tokenwindow.messages import MAX_MESSAGE_CHARS
@@ -33,6 +33,8 @@ from tokenwindow.producer import TaskProducer
 from tokenwindow.protocol import MAX_MESSAGES_PER_TURN
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+TURN_QUEUE = TASK_ROUTES[TASK_INGEST_TURN]
 
 WAIT = 30.0
 
@@ -227,9 +229,9 @@ def test_session_ids_that_could_alias_keys_are_refused(pipeline: Pipeline, bad_i
 def test_positional_arguments_and_wrong_id_types_are_refused(pipeline: Pipeline) -> None:
     producer = TaskProducer(TEST_REDIS_URL, backend_url=TEST_REDIS_URL)
     try:
-        positional = producer.app.send_task(TASK_INGEST_TURN, args=["s", "t"], queue=QUEUE_FAST)
+        positional = producer.app.send_task(TASK_INGEST_TURN, args=["s", "t"], queue=TURN_QUEUE)
         numeric = producer.app.send_task(
-            TASK_INGEST_TURN, kwargs=good_turn(123, "t"), queue=QUEUE_FAST
+            TASK_INGEST_TURN, kwargs=good_turn(123, "t"), queue=TURN_QUEUE
         )
         first, second = positional.get(timeout=WAIT), numeric.get(timeout=WAIT)
     finally:
@@ -306,7 +308,7 @@ def test_a_body_that_is_not_utf8_is_dropped_and_the_worker_serves_on(
     with Connection(TEST_REDIS_URL) as conn:
         conn.Producer().publish(
             b'{"session_id": "\xff\xfe broken"}',
-            routing_key=QUEUE_FAST,
+            routing_key=TURN_QUEUE,
             content_type="application/json",
             content_encoding="utf-8",
             headers={"task": TASK_INGEST_TURN, "id": str(uuid.uuid4()), "lang": "py"},
