@@ -421,7 +421,7 @@ def rows(sizes: Sizes, base: Baselines, one: ServiceFigures, two: ServiceFigures
     for q in (50, 99):
         overhead = percentile(first, q) - percentile(base.direct, q)
         floor = percentile(base.noop_times, q)
-        note = "goal <= 1.5x; a turn is two task hops (ingest, complete)"
+        note = "goal <= 1.5x; one task hop per turn under the soft threshold"
         if q == 50:
             note = (
                 f"goal <= 1.5x; median queued->started {ms(pickup)}, "

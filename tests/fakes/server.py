@@ -15,6 +15,7 @@ import argparse
 import itertools
 import json
 import signal
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType, TracebackType
@@ -185,6 +186,11 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     behaviour: Behaviour
     stopping: threading.Event
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client closing its kept-alive connection is normal, not worth a traceback."""
+        if not isinstance(sys.exc_info()[1], ConnectionResetError | BrokenPipeError):
+            super().handle_error(request, client_address)
 
 
 class FakeProviderServer:
