@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shlex
 import signal
 import socket
 import subprocess
@@ -23,7 +22,7 @@ from typing import cast
 from celery import Celery
 
 from tokenwindow.errors import ConfigurationError
-from tokenwindow.settings import load_settings
+from tokenwindow.settings import Settings, load_settings
 from workers.embedded_redis import EmbeddedRedis, redis_answers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,13 +76,18 @@ def with_interpreter_bin(path: str) -> str:
 
 
 def start(command: str) -> subprocess.Popen[bytes]:
-    """Run a Procfile command line, finding ``celery`` and friends beside this interpreter."""
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    return subprocess.Popen(
-        ["bash", "-c", f"PATH={shlex.quote(path)} exec {command}"],
-        cwd=ROOT,
-        start_new_session=True,
-    )
+    """Run a Procfile command line as its own process group."""
+    return subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=ROOT, start_new_session=True)
+
+
+def resolve_redis(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
+    """Redis to use: ``REDIS_URL`` if it answers, else (when it was not set) an embedded one."""
+    if redis_answers(settings.redis_url):
+        return settings.redis_url, None
+    if settings.redis_url_explicit:
+        raise ConfigurationError(f"REDIS_URL={settings.redis_url} does not answer")
+    embedded = EmbeddedRedis()
+    return embedded.start(), embedded
 
 
 def stop(processes: list[subprocess.Popen[bytes]]) -> None:
@@ -108,20 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
+        url, embedded = resolve_redis(settings)
     except ConfigurationError as exc:
         print(f"tokenwindow: {exc.message}", file=sys.stderr)
         return 2
-    embedded: EmbeddedRedis | None = None
-    url = settings.redis_url
-    if not redis_answers(url):
-        if settings.redis_url_explicit:
-            print(f"tokenwindow: REDIS_URL={url} does not answer", file=sys.stderr)
-            return 2
-        embedded = EmbeddedRedis()
-        url = embedded.start()
-        print(f"No Redis at {settings.redis_url}: started an embedded Redis server at {url}")
-    else:
+    if embedded is None:
         print(f"Using Redis at {url}")
+    else:
+        print(f"No Redis at {settings.redis_url}: started an embedded Redis server at {url}")
     # The children read their settings from the environment like any deployed process.
     os.environ["REDIS_URL"] = url
     # The Procfile says `celery ...`: find the one installed beside this interpreter even when

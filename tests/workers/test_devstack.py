@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import TEST_REDIS_URL
+from tokenwindow.errors import ConfigurationError
+from tokenwindow.settings import load_settings
 from workers.devstack import (
     LOCAL_PROCESS_TYPES,
     PROCFILE,
     node_names,
     procfile_entries,
+    resolve_redis,
     with_interpreter_bin,
 )
+from workers.embedded_redis import free_port, redis_answers
 
 
 def test_procfile_has_workers_flower_and_web() -> None:
@@ -51,3 +59,42 @@ def test_children_find_the_interpreters_celery() -> None:
     path = with_interpreter_bin("/usr/bin")
     assert path.split(os.pathsep)[0] == str(Path(sys.executable).parent)
     assert (Path(path.split(os.pathsep)[0]) / "celery").exists()
+
+
+def test_an_unset_redis_url_that_does_not_answer_starts_an_embedded_server() -> None:
+    settings = load_settings(_env_file=None, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    settings.redis_url_explicit = False
+    url, embedded = resolve_redis(settings)
+    try:
+        assert embedded is not None
+        assert url != settings.redis_url and redis_answers(url)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def test_an_explicit_redis_url_that_does_not_answer_is_an_error() -> None:
+    settings = load_settings(_env_file=None, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(ConfigurationError, match=r"REDIS_URL=.* does not answer"):
+        resolve_redis(settings)
+
+
+@pytest.mark.slow
+def test_the_main_job_runs_the_demo_end_to_end() -> None:
+    """What ``make run`` runs: Procfile workers and Flower, then the demo, then a clean stop."""
+    env = {**os.environ, "REDIS_URL": TEST_REDIS_URL, "FLOWER_PORT": str(free_port())}
+    result = subprocess.run(
+        [sys.executable, "-m", "workers.devstack"],
+        check=False,
+        cwd=PROCFILE.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    out = result.stdout
+    assert f"Using Redis at {TEST_REDIS_URL}" in out
+    assert "OFFLINE model" in out, "no key: the offline model, clearly labelled"
+    assert "[compression]" in out, "the demo's conversation outgrows the window"
+    assert "failed turns: 0" in out
