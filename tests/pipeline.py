@@ -24,6 +24,7 @@ TINY_MODEL = "tiny-gpt"
 TINY_WINDOW = 2_000
 BIG_MODEL = "fake-gpt-4o"
 CLAUDE_MODEL = "fake-claude"
+GEMINI_MODEL = "fake-gemini"
 
 
 def models_file(path: Path, server: FakeProviderServer) -> Path:
@@ -45,6 +46,7 @@ def models_file(path: Path, server: FakeProviderServer) -> Path:
                 200_000,
                 1_000,
             ),
+            entry(GEMINI_MODEL, "gemini/gemini-1.5-pro", server.gemini_base, 2_097_152, 1_000),
         ]
     }
     path.write_text(yaml.safe_dump(data), encoding="utf-8")

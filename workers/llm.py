@@ -94,6 +94,15 @@ class RequestOptions(TypedDict, total=False):
     settings: Settings | None
 
 
+@functools.cache
+def _gemini_stream_client(timeout: float) -> Any:
+    """litellm opens Gemini streams with its own client, whose 600 s read timeout ignores the
+    request's ``timeout``; lend it one that honours ours so a stalled stream times out."""
+    from litellm.llms.custom_httpx.http_handler import HTTPHandler
+
+    return HTTPHandler(timeout=timeout)
+
+
 def _send(spec: ModelSpec, messages: list[Message], options: RequestOptions, **extra: Any) -> Any:
     """One ``litellm.completion`` call with our defaults; provider errors become ours."""
     litellm = load_litellm()
@@ -113,6 +122,8 @@ def _send(spec: ModelSpec, messages: list[Message], options: RequestOptions, **e
         "temperature": options.get("temperature"),
     }
     request.update({k: v for k, v in optional.items() if v is not None})
+    if extra.get("stream") and spec.litellm_model.startswith("gemini/"):
+        request["client"] = _gemini_stream_client(request["timeout"])
     try:
         return litellm.completion(**request, **extra)
     except Exception as exc:
@@ -157,7 +168,8 @@ class CompletionStream(Iterator[str]):
 def stream_completion(
     spec: ModelSpec, messages: list[Message], **options: Unpack[RequestOptions]
 ) -> CompletionStream:
-    """Start a streamed completion; the request is sent now, so status errors raise here."""
+    """Start a streamed completion; the request is sent now, so status errors raise here
+    (litellm opens Gemini streams on the first read, so theirs raise from the iterator)."""
     chunks = _send(spec, messages, options, stream=True, stream_options={"include_usage": True})
     return CompletionStream(spec, messages, chunks)
 
@@ -258,6 +270,18 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+RETRY_DELAY = re.compile(r'"retryDelay":\s*"(\d+(?:\.\d+)?)s"')
+"""Google APIs say when to retry in a ``google.rpc.RetryInfo`` error detail, not a header."""
+
+
+def _retry_delay(exc: BaseException) -> float | None:
+    for cause in _causes(exc):
+        match = RETRY_DELAY.search(str(getattr(cause, "message", None) or cause))
+        if match:
+            return float(match.group(1))
+    return None
+
+
 def _provider_message(exc: BaseException) -> str:
     """The provider's own explanation, dug out of litellm's wrapped message."""
     text = str(getattr(exc, "message", None) or exc)
@@ -330,14 +354,20 @@ def map_error(exc: BaseException, spec: ModelSpec, messages: list[Message]) -> P
     if isinstance(exc, errors.ContextWindowExceededError):
         return ContextWindowExceededError(say("prompt exceeds the context window"))
     if isinstance(exc, errors.MidStreamFallbackError):
+        inner = exc.original_exception
+        if exc.is_pre_first_chunk and isinstance(inner, Exception) and not _is_timeout(exc):
+            # Lazily opened streams (Gemini) report a refused request here: classify the refusal.
+            return map_error(inner, spec, messages)
         if _is_timeout(exc):
             return ProviderTimeoutError(f"{spec.name}: stream stalled past the timeout")
         return ProviderUnavailableError(f"{spec.name}: stream broke before it finished")
     if _is_timeout(exc):
         return ProviderTimeoutError(f"{spec.name}: no answer within the timeout")
     if isinstance(exc, errors.RateLimitError):
+        retry_after = retry_after_seconds(_headers(exc))
         return ProviderRateLimitError(
-            say("rate limited"), retry_after=retry_after_seconds(_headers(exc))
+            say("rate limited"),
+            retry_after=retry_after if retry_after is not None else _retry_delay(exc),
         )
     # litellm reports some 403s (e.g. OpenAI's unsupported region) as BadRequestError.
     if status in (401, 403) or isinstance(

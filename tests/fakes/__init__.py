@@ -1,9 +1,9 @@
-"""Fake LLM providers speaking the real OpenAI and Anthropic wire formats over HTTP."""
+"""Fake LLM providers speaking the real OpenAI, Anthropic and Gemini wire formats over HTTP."""
 
 from tests.fakes.behaviour import Fault
 from tests.fakes.remote import FakeProviderProcess, RemoteFakeProvider
 from tests.fakes.server import FakeProviderServer
-from tests.fakes.specs import anthropic_spec, openai_spec
+from tests.fakes.specs import anthropic_spec, gemini_spec, openai_spec
 
 __all__ = [
     "FakeProviderProcess",
@@ -11,5 +11,6 @@ __all__ = [
     "Fault",
     "RemoteFakeProvider",
     "anthropic_spec",
+    "gemini_spec",
     "openai_spec",
 ]

@@ -64,7 +64,7 @@ class Fault:
 class RecordedRequest:
     """What one request carried, for assertions such as "nothing sent exceeded the window"."""
 
-    api: Literal["openai", "anthropic"]
+    api: Literal["openai", "anthropic", "gemini"]
     path: str
     model: str
     stream: bool
@@ -75,7 +75,7 @@ class RecordedRequest:
 
 
 def message_text(message: dict[str, Any]) -> str:
-    """Plain text of an OpenAI or Anthropic message (text parts joined)."""
+    """Plain text of an OpenAI, Anthropic or (parsed) Gemini message (text parts joined)."""
     content = message.get("content")
     if isinstance(content, str):
         return content

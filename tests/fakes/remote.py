@@ -34,6 +34,10 @@ class RemoteFakeProvider:
     def anthropic_base(self) -> str:
         return self.url
 
+    @property
+    def gemini_base(self) -> str:
+        return f"{self.url}/v1beta"
+
     def _call(self, body: dict[str, Any] | None = None) -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(

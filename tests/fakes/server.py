@@ -1,6 +1,7 @@
-"""A fake LLM provider over real HTTP: OpenAI chat completions and Anthropic Messages.
+"""A fake LLM provider over real HTTP: OpenAI chat completions, Anthropic Messages, Gemini.
 
 Routes: ``POST /v1/chat/completions`` (and ``/chat/completions``), ``POST /v1/messages``,
+``POST /v1beta/models/{model}:generateContent`` (and ``:streamGenerateContent?alt=sse``),
 ``POST /_control`` (JSON, see ``Behaviour.control``) and ``GET /_control`` (recorded requests).
 Streams use chunked transfer encoding as the real APIs do, so closing the socket mid-stream
 is a protocol error the client sees, not a clean end of body.
@@ -14,14 +15,16 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType, TracebackType
 from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlsplit
 
-from tests.fakes import anthropic_wire, openai_wire
+from tests.fakes import anthropic_wire, gemini_wire, openai_wire
 from tests.fakes.behaviour import (
     Behaviour,
     Fault,
@@ -30,21 +33,28 @@ from tests.fakes.behaviour import (
     count_text,
     truncate_reply,
 )
-from tests.fakes.wire import Frame, Usage
+from tests.fakes.wire import Frame, ParsedRequest, Usage
 
 ROUTES: dict[str, tuple[str, ModuleType]] = {
     "/v1/chat/completions": ("openai", openai_wire),
     "/chat/completions": ("openai", openai_wire),
     "/v1/messages": ("anthropic", anthropic_wire),
 }
+GEMINI_ROUTE = re.compile(
+    r"/v1(?:beta|alpha)?/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)"
+)
+"""The model is part of a Gemini URL; streaming is a different method, not a body field."""
 
 
-def _api_key(headers: Any) -> str | None:
+def _api_key(headers: Any, path: str) -> str | None:
     auth = headers.get("Authorization") or ""
     if auth.startswith("Bearer "):
         return str(auth.removeprefix("Bearer "))
-    key = headers.get("x-api-key")
-    return str(key) if key else None
+    key = headers.get("x-api-key") or headers.get("x-goog-api-key")
+    if key:
+        return str(key)
+    query = parse_qs(urlsplit(path).query).get("key")
+    return query[0] if query else None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -94,16 +104,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.behaviour.control(body)
             self._send_json(200, {"ok": True})
             return
-        route = ROUTES.get(self.path.split("?", 1)[0])
+        path = self.path.split("?", 1)[0]
+        gemini = GEMINI_ROUTE.fullmatch(path)
+        if gemini is not None:
+            streaming = gemini["method"] == "streamGenerateContent"
+            request = gemini_wire.parse(body, gemini["model"], stream=streaming)
+            self._chat("gemini", gemini_wire, request, body)
+            return
+        route = ROUTES.get(path)
         if route is None:
             self._send_json(404, {"error": {"message": "not found", "type": "not_found"}})
             return
         api, wire = route
-        self._chat(api, wire, body)
+        self._chat(api, wire, wire.parse(body), body)
 
-    def _chat(self, api: str, wire: ModuleType, body: dict[str, Any]) -> None:
+    def _chat(
+        self, api: str, wire: ModuleType, request: ParsedRequest, body: dict[str, Any]
+    ) -> None:
         behaviour = self.server.behaviour
-        request = wire.parse(body)
         prompt_tokens = count_prompt(request.messages)
         behaviour.record(
             RecordedRequest(
@@ -113,16 +131,21 @@ class _Handler(BaseHTTPRequestHandler):
                 stream=request.stream,
                 messages=request.messages,
                 prompt_tokens=prompt_tokens,
-                api_key=_api_key(self.headers),
+                api_key=_api_key(self.headers, self.path),
                 body=body,
             )
         )
         fault = behaviour.next_fault()
         if fault is not None and fault.kind == "status":
             headers = {}
+            hint: dict[str, float] = {}
             if fault.retry_after is not None:
-                headers["Retry-After"] = f"{fault.retry_after:g}"
-            self._send_json(fault.status, wire.error_body(fault.status, fault.message), headers)
+                if getattr(wire, "RETRY_AFTER_IN_BODY", False):
+                    hint["retry_after"] = fault.retry_after
+                else:
+                    headers["Retry-After"] = f"{fault.retry_after:g}"
+            error = wire.error_body(fault.status, fault.message, **hint)
+            self._send_json(fault.status, error, headers)
             return
         if fault is not None and fault.kind == "hang" and fault.after_chunks == 0:
             self._go_silent(fault.seconds)
@@ -224,6 +247,11 @@ class FakeProviderServer:
     def anthropic_base(self) -> str:
         """``api_base`` for litellm's Anthropic route (it appends ``/v1/messages``)."""
         return self.url
+
+    @property
+    def gemini_base(self) -> str:
+        """``api_base`` for litellm's ``gemini/`` route (it appends ``/models/{model}:...``)."""
+        return f"{self.url}/v1beta"
 
     def start(self) -> FakeProviderServer:
         self._thread = threading.Thread(

@@ -41,3 +41,21 @@ def anthropic_spec(
         api_key=FAKE_KEY,
         source="test",
     )
+
+
+def gemini_spec(
+    api_base: str, *, name: str = "fake-gemini", max_input_tokens: int = 2_097_152
+) -> ModelSpec:
+    """Gemini 1.5 Pro served by the fake's Gemini API route (``server.gemini_base``)."""
+    return ModelSpec(
+        name=name,
+        litellm_model="gemini/gemini-1.5-pro",
+        provider="gemini",
+        max_input_tokens=max_input_tokens,
+        max_output_tokens=8_192,
+        encoding="o200k_base",
+        exact=False,
+        api_base=api_base,
+        api_key=FAKE_KEY,
+        source="test",
+    )

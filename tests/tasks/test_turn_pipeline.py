@@ -338,3 +338,31 @@ def test_shared_metrics_move_as_turns_are_served(pipeline: Pipeline) -> None:
         after["first_token_latency_seconds"]["count"]
         > before["first_token_latency_seconds"]["count"]
     )
+
+
+def test_gemini_model_streams_through_the_same_flow(pipeline: Pipeline) -> None:
+    from tests.pipeline import GEMINI_MODEL
+
+    pipeline.provider.reset()
+    sid = session()
+
+    async def scenario() -> tuple[list[str], list[dict[str, Any]]]:
+        async with TokenManagementClient() as client:
+            chunks = [
+                c
+                async for c in await client.create_completion(
+                    session_id=sid, messages=[user("hi gemini")], model=GEMINI_MODEL, stream=True
+                )
+            ]
+            return chunks, await _events(client, sid)
+
+    chunks, events = run(scenario())
+    assert "".join(chunks).endswith("You said: hi gemini")
+    assert len(chunks) > 1, "the reply should stream in several deltas"
+    [request] = pipeline.provider.requests
+    assert request.api == "gemini" and request.stream
+    assert request.path == "/v1beta/models/gemini-1.5-pro:streamGenerateContent?alt=sse"
+    done = events[-1]
+    assert done["type"] == EventType.TURN_COMPLETED
+    assert done["finish_reason"] == "stop"
+    assert done["prompt_tokens"] == request.prompt_tokens and done["completion_tokens"] > 0

@@ -6,6 +6,7 @@ import email.utils
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -16,6 +17,7 @@ from tests.fakes import (
     FakeProviderServer,
     Fault,
     anthropic_spec,
+    gemini_spec,
     openai_spec,
 )
 from tests.fakes.behaviour import count_prompt, default_reply
@@ -43,13 +45,33 @@ MESSAGES: list[Message] = [
     {"role": "user", "content": SECRET},
 ]
 OFFLINE = next(spec for spec in BUILTIN_MODELS if spec.name == OFFLINE_MODEL)
-APIS = ["openai", "anthropic"]
+APIS = ["openai", "anthropic", "gemini"]
 
 
 def spec_for(api: str, server: FakeProviderServer | FakeProviderProcess) -> ModelSpec:
     if api == "openai":
         return openai_spec(server.openai_base)
+    if api == "gemini":
+        return gemini_spec(server.gemini_base)
     return anthropic_spec(server.anthropic_base)
+
+
+def as_sent(api: str) -> list[dict[str, Any]]:
+    """MESSAGES as the provider receives them: litellm folds the system prompt into the first
+    user turn for Gemini models missing from its model map, as gemini-1.5-pro now is."""
+    sent: list[dict[str, Any]] = [{"role": m["role"], "content": m["content"]} for m in MESSAGES]
+    if api != "gemini":
+        return sent
+    system, first, *rest = sent
+    return [{"role": "user", "content": f"{system['content']}{first['content']}"}, *rest]
+
+
+def sampling(api: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Where each API carries max_tokens and temperature (Gemini nests them)."""
+    if api == "gemini":
+        config = body["generationConfig"]
+        return {"max_tokens": config["max_output_tokens"], "temperature": config["temperature"]}
+    return {"max_tokens": body["max_tokens"], "temperature": body["temperature"]}
 
 
 def call(spec: ModelSpec, *, stream: bool, timeout: float | None = None) -> str:
@@ -67,14 +89,13 @@ def test_complete_returns_the_reply_and_sends_the_request(
         spec_for(api, fake_provider), MESSAGES, max_tokens=200, temperature=0.2
     ).text
 
-    assert text == default_reply(MESSAGES)
+    assert text == default_reply(as_sent(api))
     [request] = fake_provider.requests
     assert request.api == api
     assert request.stream is False
     assert request.api_key == "sk-fake-test-key"
-    assert request.body["max_tokens"] == 200
-    assert request.body["temperature"] == 0.2
-    assert request.prompt_tokens == count_prompt(list(MESSAGES))  # type: ignore[arg-type]
+    assert sampling(api, request.body) == {"max_tokens": 200, "temperature": 0.2}
+    assert request.prompt_tokens == count_prompt(as_sent(api))
 
 
 @pytest.mark.parametrize("api", APIS)
@@ -83,7 +104,7 @@ def test_stream_yields_deltas_then_usage(api: str, fake_provider: FakeProviderSe
     deltas = list(stream)
 
     assert len(deltas) > 5
-    assert "".join(deltas) == default_reply(MESSAGES)
+    assert "".join(deltas) == default_reply(as_sent(api))
     assert stream.finish_reason == "stop"
     [request] = fake_provider.requests
     assert request.stream is True
@@ -101,13 +122,44 @@ def test_anthropic_request_goes_to_the_messages_route(fake_provider: FakeProvide
     assert all(m["role"] != "system" for m in request.body["messages"])
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_gemini_request_goes_to_the_generate_content_route(
+    fake_provider: FakeProviderServer, stream: bool
+) -> None:
+    call(gemini_spec(fake_provider.gemini_base), stream=stream)
+
+    [request] = fake_provider.requests
+    method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+    assert request.path == f"/v1beta/models/gemini-1.5-pro:{method}"
+    assert request.model == "gemini-1.5-pro"
+    assert request.api_key == "sk-fake-test-key"
+    assert request.body["contents"][0]["parts"][0] == {"text": MESSAGES[0]["content"]}
+    assert [c["role"] for c in request.body["contents"]] == ["user", "model", "user"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_gemini_max_tokens_cut_is_reported(fake_provider: FakeProviderServer, stream: bool) -> None:
+    fake_provider.queue_replies("word " * 50)
+    spec = gemini_spec(fake_provider.gemini_base)
+    if stream:
+        streamed = llm.stream_completion(spec, MESSAGES, max_tokens=5)
+        text, finish, usage = "".join(streamed), streamed.finish_reason, streamed.usage
+    else:
+        result = llm.generate(spec, MESSAGES, max_tokens=5)
+        text, finish, usage = result.text, result.finish_reason, result.usage
+
+    assert text and ("word " * 50).startswith(text)
+    assert finish == "length"
+    assert usage is not None and 0 < usage.completion_tokens <= 5
+
+
 def test_canned_replies_are_served_in_order(fake_provider: FakeProviderServer) -> None:
     fake_provider.queue_replies("first canned", "second canned")
     spec = openai_spec(fake_provider.openai_base)
 
     assert llm.generate(spec, MESSAGES).text == "first canned"
     assert "".join(llm.stream_completion(spec, MESSAGES)) == "second canned"
-    assert llm.generate(spec, MESSAGES).text == default_reply(MESSAGES)
+    assert llm.generate(spec, MESSAGES).text == default_reply(as_sent("openai"))
 
 
 def test_max_tokens_cut_is_reported(fake_provider: FakeProviderServer) -> None:
@@ -167,6 +219,42 @@ def test_provider_failures_map_to_the_error_tree(
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        pytest.param(
+            Fault.error(400, message="API key not valid. Please pass a valid API key."),
+            ProviderAuthError,
+            id="400-bad-key",
+        ),
+        pytest.param(Fault.error(404), ProviderBadRequestError, id="404"),
+    ],
+)
+def test_gemini_specific_refusals(
+    fake_provider: FakeProviderServer, stream: bool, fault: Fault, expected: type[ProviderError]
+) -> None:
+    """Gemini answers a bad API key with 400 INVALID_ARGUMENT, not 401."""
+    fake_provider.inject(fault)
+    with pytest.raises(ProviderError) as caught:
+        call(gemini_spec(fake_provider.gemini_base), stream=stream)
+
+    assert type(caught.value) is expected
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_gemini_retry_delay_comes_from_the_error_body(
+    fake_provider: FakeProviderServer, stream: bool
+) -> None:
+    """Gemini sends no Retry-After header; the delay is a RetryInfo detail in the body."""
+    fake_provider.inject(Fault.error(429, retry_after=37))
+    with pytest.raises(ProviderRateLimitError) as caught:
+        call(gemini_spec(fake_provider.gemini_base), stream=stream)
+
+    assert caught.value.retry_after == 37
+    assert "exceeded your current quota" in str(caught.value)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("api", APIS)
 def test_context_overflow_is_not_retryable(
     fake_provider: FakeProviderServer, api: str, stream: bool
@@ -204,7 +292,14 @@ def test_stream_broken_midway_is_retryable_after_partial_output(
 
 @pytest.mark.parametrize(
     ("api", "stream", "after_chunks"),
-    [("openai", False, 0), ("anthropic", True, 0), ("openai", True, 2)],
+    [
+        ("openai", False, 0),
+        ("anthropic", True, 0),
+        ("openai", True, 2),
+        ("gemini", False, 0),
+        ("gemini", True, 0),
+        ("gemini", True, 2),
+    ],
 )
 def test_hang_past_the_timeout_is_a_timeout(
     fake_provider: FakeProviderServer, api: str, stream: bool, after_chunks: int
