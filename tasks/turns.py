@@ -80,12 +80,17 @@ def _redis_outage(task: Task, limit: float) -> Iterator[None]:
 
 
 def _turn_failed(session_id: str, turn_id: str, error: TokenWindowError) -> dict[str, Any]:
-    """Record a failed turn everywhere a consumer might look, and free the session."""
+    """Record a failed turn everywhere a consumer might look, and free the session.
+
+    Metrics move before the terminal event, so a consumer that reads them on the event sees
+    them; the state is marked done only after the event, so a crash in between re-publishes
+    rather than losing it.
+    """
     store = get_store()
-    store.set_turn_state(session_id, turn_id, status="failed", code=error.code)
-    get_events().publish(session_id, turn_id, EventType.TURN_FAILED, **error.to_dict())
     get_metrics().incr("turns_failed")
     get_metrics().incr("errors", error.code)
+    get_events().publish(session_id, turn_id, EventType.TURN_FAILED, **error.to_dict())
+    store.set_turn_state(session_id, turn_id, status="failed", code=error.code)
     store.release_turn(session_id, turn_id)
     return {"status": "failed", "session_id": session_id, "turn_id": turn_id, **error.to_dict()}
 
@@ -339,9 +344,10 @@ def _generate(self: Task, spec: ModelSpec, reply: Generation) -> dict[str, Any]:
 
 
 def _turn_completed(sid: str, tid: str, reply: Reply) -> dict[str, Any]:
+    """The same order as ``_turn_failed``: metrics, terminal event, state, next turn."""
     store = get_store()
-    store.set_turn_state(sid, tid, status="completed")
-    get_events().publish(sid, tid, EventType.TURN_COMPLETED, **reply.summary())
     get_metrics().incr("turns_completed")
+    get_events().publish(sid, tid, EventType.TURN_COMPLETED, **reply.summary())
+    store.set_turn_state(sid, tid, status="completed")
     store.release_turn(sid, tid)
     return {"status": "completed", "session_id": sid, "turn_id": tid, "reply": reply.text}
