@@ -6,6 +6,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import traceback
 from pathlib import Path
 
 from bench.report import Row, render
@@ -28,12 +29,20 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown benchmark(s) {sorted(unknown)}; available: {available}")
     rows: list[Row] = []
+    failed = []
     for name in args.names or available:
         module = importlib.import_module(f"bench.bench_{name}")
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        rows.extend(module.run(args))
+        try:
+            rows.extend(module.run(args))
+        except Exception:
+            # One broken benchmark must not throw away the figures the others measured.
+            traceback.print_exc()
+            failed.append(name)
     print(render(rows))
-    return 0
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> list[Row]:
             ),
             (
                 "non-streamed reply",
-                lambda: llm.complete(spec, MESSAGES, max_tokens=200),
+                lambda: llm.generate(spec, MESSAGES, max_tokens=200),
                 lambda: http.post(url, json=body, headers=headers).json(),
             ),
         ]
