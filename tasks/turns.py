@@ -31,6 +31,7 @@ from tokenwindow.constants import (
 from tokenwindow.counting import counter_for
 from tokenwindow.errors import (
     ContextWindowExceededError,
+    InternalError,
     InvalidInputError,
     ProviderError,
     TokenWindowError,
@@ -329,6 +330,13 @@ def _generate(self: Task, spec: ModelSpec, reply: Generation) -> dict[str, Any]:
         return _turn_failed(sid, tid, ProviderError("the turn ran past its time limit"))
     except TokenWindowError as exc:
         return _turn_failed(sid, tid, exc)
+    except REDIS_ERRORS:
+        raise  # waited out by _redis_outage, then run again
+    except Exception:
+        # A bug must not strand the session's later turns: fail this one, keep the trace.
+        log.exception("turn failed unexpectedly", extra={"fields": {"session_id": sid}})
+        _turn_failed(sid, tid, InternalError("the turn failed unexpectedly; see worker logs"))
+        raise
     finally:
         store.release_generation(sid, tid, owner)
     store.append_turn(

@@ -106,6 +106,12 @@ class ContextWindowExceededError(ProviderError):
     code = "context_length_exceeded"
 
 
+class InternalError(TokenWindowError):
+    """Raised (as an event) when a turn hits a bug: it fails visibly and frees its session."""
+
+    code = "internal_error"
+
+
 class TurnFailedError(TokenWindowError):
     """Raised by the client when a turn ends in ``turn_failed``; ``code`` says why."""
 
