@@ -41,7 +41,8 @@ class CompressionRequest:
     counter: TokenCounter
     summarizer: Summarizer | None = None
     recent_share: float = 0.5
-    """Hybrid: share of the budget given to verbatim recent messages."""
+    """Hybrid: share of the budget given to verbatim recent messages (less under heavy
+    compression, see ``strategies.hybrid``)."""
     provider: str = "openai"
     """Target provider; the result must be a valid request for it (e.g. Anthropic rules)."""
 

@@ -39,14 +39,27 @@ def _summarize(
 
 
 def fold(
-    messages: list[Message], request: CompressionRequest, *, recent_share: float, strategy: str
+    messages: list[Message],
+    request: CompressionRequest,
+    *,
+    recent_share: float,
+    strategy: str,
+    full_share_ratio: float = 0.0,
 ) -> CompressionResult:
-    """Keep a recent suffix worth ``recent_share`` of the budget; summarize everything older."""
+    """Keep a recent suffix worth ``recent_share`` of the budget; summarize everything older.
+
+    When the budget is under ``full_share_ratio`` of the window's tokens, the share shrinks in
+    proportion: a suffix at full share would leave the summary to squeeze the older part far
+    harder than the window as a whole, and drop most early facts.
+    """
     lay = layout(messages, request.counter)
     if lay.total <= request.budget:
         return unchanged(lay, strategy)
     lay.check_floor(request.budget)
     counter = request.counter
+    ratio = request.budget / lay.total
+    if ratio < full_share_ratio:
+        recent_share *= ratio / full_share_ratio
     available = request.budget - REPLY_PRIMING - lay.system_tokens
     cut = recent_cut(lay, int(available * recent_share), request.provider)
     span = prefix_indices(lay, cut)

@@ -85,7 +85,8 @@ class Settings(BaseSettings):
     summarizer_model: str | None = None
     """Model that writes summaries; unset means the extractive summarizer (no network)."""
     recent_share: float = Field(0.5, gt=0, lt=1)
-    """Share of the compressed budget kept as verbatim recent messages (hybrid)."""
+    """Share of the compressed budget kept as verbatim recent messages (hybrid); it shrinks in
+    proportion when the budget is under a quarter of the window."""
     exact_margin_tokens: int = Field(16, ge=0)
     estimate_margin_ratio: float = Field(0.10, ge=0, lt=0.5)
     """Extra headroom for models whose count is an estimate; see README, "Safety margins"."""

@@ -6,6 +6,7 @@ import pytest
 
 from strategies import compress
 from strategies.base import SUMMARY_HEADER, SUMMARY_NAME, CompressionRequest
+from strategies.hybrid import FULL_SHARE_RATIO
 from tokenwindow.counting import counter_for_encoding
 from tokenwindow.messages import Message
 
@@ -72,3 +73,23 @@ def test_without_a_summarizer_the_extractive_one_is_used() -> None:
     assert result.error is None
     assert result.summary is not None and "Note" in result.summary
     assert result.tokens_after <= 500
+
+
+LONG: list[Message] = [
+    {"role": "user" if k % 2 == 0 else "assistant", "content": f"Note {k}: " + "detail " * 20}
+    for k in range(80)
+]
+
+
+def _verbatim_tokens(budget: int) -> int:
+    result = compress(LONG, "hybrid", CompressionRequest(budget=budget, counter=COUNTER))
+    assert result.error is None and result.tokens_after <= budget
+    return sum(COUNTER.count_message(m) for m in LONG[result.kept_from :])
+
+
+def test_hybrid_shrinks_the_verbatim_share_under_heavy_compression() -> None:
+    light = int(COUNTER.count_messages(LONG) * FULL_SHARE_RATIO)
+    heavy = light // 2
+    # At the reference ratio the suffix may use half the budget; at half of it, a quarter.
+    assert _verbatim_tokens(light) > light // 4
+    assert _verbatim_tokens(heavy) <= heavy // 4
