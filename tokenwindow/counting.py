@@ -1,9 +1,10 @@
 """Token counting with OpenAI's published chat accounting, cached per message.
 
-A message's count depends only on its encoding and content, so counts are memoised by a content
-digest: appending a turn to a long session costs that turn, not the history. The digest of a
-plain message is taken over its raw text (a fast hash), so a cache miss costs little more than
-encoding, and a hit costs a small fraction of it.
+A message's count depends only on its encoding and content, so counts are memoised by content:
+appending a turn to a long session costs that turn, not the history. A plain message (role,
+text, maybe a name) is framing plus the count of its text, and only the text's count is cached,
+keyed by the text itself or a digest of it, so a cache miss costs little more than encoding and
+a hit costs a small fraction of it.
 """
 
 from __future__ import annotations
@@ -39,17 +40,17 @@ TOOLS_OVERHEAD = 9
 TOOLS_SYSTEM_DISCOUNT = 4
 """Subtracted when tools are present and so is a system message: the definitions share it."""
 CACHE_SIZE = 100_000
-"""Messages whose counts each counter remembers; oldest entries go first. With short messages
-kept as their own keys this bounds the cache to about 50 MB per encoding."""
+"""Messages whose counts each counter remembers; oldest entries go first. With short texts kept
+as their own keys this bounds the cache to about 50 MB per encoding."""
 INLINE_KEY_CHARS = 256
-"""Plain messages up to this length are cached under their own text rather than a digest."""
+"""Texts up to this length are cached under themselves (hashing a string is far cheaper than any
+digest), longer ones under a digest."""
 LONG_WHITESPACE = 4096
 """Whitespace runs at least this long are split without tiktoken's regex, whose backtracking
 overflows the stack on runs of a few hundred thousand spaces (tiktoken 0.14 still panics)."""
 OPAQUE_PARTS = frozenset(("input_audio", "file"))
 """Content parts whose tokens cannot be known offline: a count that includes one is an estimate."""
 
-_PLAIN_FIELDS = frozenset(("role", "content", "name"))
 _LONG_RUN = re.compile(rf"\s{{{LONG_WHITESPACE},}}")
 # Unicode White_Space, which is what tiktoken's regex engine means by \s.
 _WS = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -77,14 +78,14 @@ def message_key(message: Message) -> str:
     return _json_digest(message).hex()
 
 
-def _plain_key(role: str, name: str, content: str) -> Hashable:
-    """Cache key of a plain text message: short ones are their own key (hashing a tuple of
-    strings is far cheaper than any digest), longer ones a digest of their raw text."""
-    if len(content) <= INLINE_KEY_CHARS:
-        return (role, name, content)
-    head = f"{len(role)}:{role}{len(name)}:{name}\x00".encode("utf-8", "surrogatepass")
-    digest = hashlib.blake2b(head, digest_size=16)
-    digest.update(content.encode("utf-8", "surrogatepass"))
+_TEXT_DIGEST = hashlib.blake2b(digest_size=16, person=b"text")
+"""Copied per long text (cheaper than a new hasher); personalised so a text's digest never
+equals a whole message's."""
+
+
+def _text_key(text: str) -> bytes:
+    digest = _TEXT_DIGEST.copy()
+    digest.update(text.encode("utf-8", "surrogatepass"))
     return digest.digest()
 
 
@@ -197,25 +198,76 @@ class TokenCounter:
         The ``tool_call_id`` of a tool result is not counted: only the result text reaches the
         prompt, which is also how litellm and the community counters account for it.
         """
+        return self._count_all((message,))
+
+    def _count_all(self, messages: Iterable[Message]) -> int:
+        """Sum of message counts. Nearly every message of a prompt is a role and a string, and
+        encoding the string is the only real work, so those take an inline path with as few
+        lookups as possible; any other message goes through ``_count_other``.
+        """
+        cache, short = self._cache, self._short
+        encode = self._encoding._core_bpe.encode_ordinary  # the public wrapper only adds a call
+        total = 0
+        for message in messages:
+            content: Any = message.get("content")
+            role: Any = message.get("role")
+            if content.__class__ is not str or role.__class__ is not str or len(message) != 2:
+                total += self._count_other(message)
+                continue
+            # Short texts cannot hold a long whitespace run, so they skip count_text's guard.
+            if len(content) <= INLINE_KEY_CHARS:
+                tokens = cache.get(content)
+                if tokens is None:
+                    try:
+                        tokens = len(encode(content))
+                    except UnicodeEncodeError:  # lone surrogates
+                        tokens = self.count_text(content)
+                    cache[content] = tokens
+                    if len(cache) > CACHE_SIZE:
+                        self._evict()
+            else:
+                tokens = self._count_text_cached(content)
+            role_tokens = short.get(role)
+            if role_tokens is None:
+                role_tokens = self._count_short(role)
+            total += TOKENS_PER_MESSAGE + role_tokens + tokens
+        return total
+
+    def _count_text_cached(self, text: str) -> int:
+        key = text if len(text) <= INLINE_KEY_CHARS else _text_key(text)
+        tokens = self._cache.get(key)
+        if tokens is None:
+            tokens = self._cache[key] = self.count_text(text)
+            self._evict()
+        return tokens
+
+    def _count_other(self, message: Message) -> int:
+        """A named plain message is framing plus its cached text; anything else is cached whole."""
         content = message.get("content")
-        text = content if isinstance(content, str) and message.keys() <= _PLAIN_FIELDS else None
-        role, name = str(message.get("role", "")), message.get("name")
-        key = _json_digest(message) if text is None else _plain_key(role, name or "", text)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
-        if text is None:
-            tokens = self._count_uncached(message)
-        else:
-            tokens = TOKENS_PER_MESSAGE + self._count_short(role) + self.count_text(text)
+        if isinstance(content, str) and len(message) == 3 and message.keys() >= {"role", "name"}:
+            tokens = TOKENS_PER_MESSAGE + self._count_short(str(message["role"]))
+            tokens += self._count_text_cached(content)
+            name = message["name"]
             if name is not None:
-                tokens += TOKENS_PER_NAME + self._count_short(name)
-        self._cache[key] = tokens
-        if len(self._cache) > CACHE_SIZE:
+                tokens += TOKENS_PER_NAME + self._count_short(str(name))
+            return tokens
+        return self._count_cached(message)
+
+    def _count_cached(self, message: Message) -> int:
+        key = _json_digest(message)
+        tokens = self._cache.get(key)
+        if tokens is None:
+            tokens = self._cache[key] = self._count_uncached(message)
+            self._evict()
+        return tokens
+
+    def _evict(self) -> None:
+        """Drop the oldest entry once the cache is full."""
+        cache = self._cache
+        if len(cache) > CACHE_SIZE:
             # No lock: if another thread evicts at the same moment, this one just skips.
             with contextlib.suppress(RuntimeError, StopIteration, KeyError):
-                del self._cache[next(iter(self._cache))]
-        return tokens
+                del cache[next(iter(cache))]
 
     def count_tools(self, tools: Sequence[Any], messages: Sequence[Message] = ()) -> int:
         """Tokens the tool definitions add to a request with these messages.
@@ -238,7 +290,7 @@ class TokenCounter:
         self, messages: Sequence[Message], tools: Sequence[Any] | None = None
     ) -> int:
         """Prompt tokens for a full request: every message, the tools, and the reply priming."""
-        total = REPLY_PRIMING + sum(self.count_message(m) for m in messages)
+        total = REPLY_PRIMING + self._count_all(messages)
         return total + self.count_tools(tools or (), messages)
 
 

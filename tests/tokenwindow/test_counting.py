@@ -222,6 +222,38 @@ def test_count_message_is_independent_of_key_order_and_identity() -> None:
     assert counter.count_message({**message, "name": "a longer name"}) != first
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    text=st.text(max_size=600),
+    role=st.sampled_from(["user", "assistant", "system"]),
+    name=st.none() | st.text(min_size=1, max_size=20),
+    encoding=st.sampled_from(ENCODINGS),
+)
+def test_plain_messages_count_like_the_cookbook_cold_and_cached(
+    text: str, role: str, name: str | None, encoding: str
+) -> None:
+    message: Any = {"role": role, "content": text}
+    if name is not None:
+        message["name"] = name
+    counter = TokenCounter(encoding)
+    expected = _reference(encoding, [message]) - REPLY_PRIMING
+    assert counter.count_message(message) == expected
+    assert counter.count_message(copy.deepcopy(message)) == expected
+    assert counter.count_messages([message, message]) == 2 * expected + REPLY_PRIMING
+
+
+def test_a_text_never_shares_a_cache_entry_with_a_message() -> None:
+    """A long text equal to another message's key JSON is still counted as that text."""
+    counter = TokenCounter("o200k_base")
+    enc = get_encoding("o200k_base")
+    other: Any = {"role": "user", "content": [{"type": "text", "text": "x " * 200}]}
+    blob = counting.json.dumps(other, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    as_text: Any = {"role": "user", "content": blob}
+    first, second = counter.count_message(other), counter.count_message(as_text)
+    assert second == 3 + 1 + len(enc.encode_ordinary(blob))
+    assert counter.count_message(other) == first
+
+
 def test_cache_keeps_role_and_content_apart() -> None:
     counter = TokenCounter("o200k_base")
     a: Any = {"role": "user", "content": "assistant"}
