@@ -118,6 +118,10 @@ def _document(value: object, default_id: str) -> Item:
     )
 
 
+LINE_FIELDS = frozenset(("messages", "conversations"))
+"""A JSONL line holds ``{"id", "messages"}`` or a ShareGPT ``{"id", "conversations"}``."""
+
+
 def _jsonl(lines: Iterable[str], source: str, first_number: int = 1) -> Iterator[Item]:
     for number, line in enumerate(lines, first_number):
         if not line.strip():
@@ -128,7 +132,7 @@ def _jsonl(lines: Iterable[str], source: str, first_number: int = 1) -> Iterator
         except json.JSONDecodeError as exc:
             yield BadTranscript(where, f"invalid JSON: {exc.msg}")
             continue
-        if isinstance(value, dict) and "messages" not in value:
+        if isinstance(value, dict) and not LINE_FIELDS & value.keys():
             yield BadTranscript(str(value.get("id") or where), "messages: is missing")
             continue
         yield _document(value, where)
@@ -146,7 +150,7 @@ def read_stream(stream: TextIO, source: str) -> Iterator[Item]:
         head = json.loads(first)
     except json.JSONDecodeError:
         head = None
-    if isinstance(head, dict) and "messages" in head:
+    if isinstance(head, dict) and LINE_FIELDS & head.keys():
         yield _document(head, f"{source}:{number}")
         yield from _jsonl(stream, source, number + 1)
         return

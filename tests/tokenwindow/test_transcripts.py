@@ -72,6 +72,19 @@ def test_sharegpt_list_and_single(tmp_path: Path) -> None:
     assert isinstance(single, Transcript) and single.id == "s1"
 
 
+def test_sharegpt_as_jsonl_is_read_line_by_line_beside_message_lines() -> None:
+    class OneWay(io.StringIO):
+        def read(self, size: int | None = -1) -> str:
+            raise AssertionError("JSONL must not be read whole")
+
+    share = {"id": "g", "conversations": [{"from": "human", "value": "hi"}]}
+    plain = {"id": "m", "messages": [{"role": "user", "content": "yo"}]}
+    lines = "\n".join(json.dumps(v) for v in (share, plain, share | {"id": "g2"}))
+    items = list(read_stream(OneWay(lines + "\n"), "s"))
+    assert [i.id for i in items] == ["g", "m", "g2"]
+    assert items[0] == Transcript("g", [{"role": "user", "content": "hi"}])
+
+
 def test_locomo_speakers_dates_and_images(tmp_path: Path) -> None:
     (item,) = read_transcripts(_write(tmp_path / "26.json", json.dumps(LOCOMO)))
     assert isinstance(item, Transcript) and item.id == "26"
