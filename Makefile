@@ -23,7 +23,9 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/python -m workers.devstack
 
+# The tests talk to a real Redis on 127.0.0.1:6379; without one, the embedded server starts there.
 test: install
+	$(BIN)/python -m workers.embedded_redis --port 6379
 	$(BIN)/python -m pytest $(PYTEST_FLAGS) $(ARGS)
 
 lint: install

@@ -85,3 +85,52 @@ class EmbeddedRedis:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def ensure_local_redis(port: int) -> bool:
+    """Start a background Redis on ``port`` if nothing answers there; True if one was started.
+
+    For ``make test`` on a machine without Redis: the server outlives this process (like a
+    system one would) and keeps nothing on disk.
+    """
+    url = f"redis://127.0.0.1:{port}/0"
+    if redis_answers(url):
+        return False
+    subprocess.run(
+        [
+            str(server_binary()),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--daemonize",
+            "yes",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            tempfile.gettempdir(),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while not redis_answers(url):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"embedded Redis did not start on port {port}")
+        time.sleep(0.05)
+    return True
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m workers.embedded_redis",
+        description="Start a background Redis on 127.0.0.1:PORT unless one already answers.",
+    )
+    parser.add_argument("--port", type=int, default=6379)
+    port = parser.parse_args().port
+    if ensure_local_redis(port):
+        print(f"No Redis answered on 127.0.0.1:{port}: started the embedded redis-server there.")

