@@ -103,6 +103,15 @@ def stop(processes: list[subprocess.Popen[bytes]]) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (``kill``, a supervisor) unwinds like Ctrl-C, so the children are stopped too.
+
+    Further SIGTERMs are ignored so they cannot interrupt that shutdown halfway.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.devstack")
     parser.add_argument(
@@ -110,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-demo", action="store_true", help="start the system only")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         settings = load_settings()
         url, embedded = resolve_redis(settings)
