@@ -10,11 +10,7 @@ worker itself: see ``tests/workers/test_pickle_refused.py``.)
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +18,6 @@ import redis
 from kombu import Connection
 
 from tests.conftest import TEST_REDIS_URL
-from tests.harness import WorkerProcess
 from tests.tasks.conftest import BIG_MODEL, Pipeline
 from tokenwindow.client import TokenManagementClient
 from tokenwindow.constants import TASK_INGEST_TURN, TASK_ROUTES
@@ -321,51 +316,6 @@ def test_a_body_that_is_not_utf8_is_dropped_and_the_worker_serves_on(
 
     assert run(scenario())["content"].endswith("You said: still here")
     assert pipeline.worker.process is not None and pipeline.worker.process.poll() is None
-
-
-def test_models_file_with_errors(tmp_path: Path, redis_client: redis.Redis) -> None:
-    """The CLI exits 2 naming the entry and field; a worker fails each turn with that message."""
-    bad = tmp_path / "models.yaml"
-    bad.write_text(
-        json.dumps(
-            {
-                "model_list": [
-                    {
-                        "model_name": "broken",
-                        "litellm_params": {"model": "openai/gpt-4o"},
-                        "model_info": {"max_input_tokens": "lots"},
-                    }
-                ]
-            }
-        ),
-        encoding="utf-8",
-    )
-    env = {"REDIS_URL": TEST_REDIS_URL, "TOKENWINDOW_MODELS_FILE": str(bad)}
-    cli = subprocess.run(  # noqa: PLW1510 (the exit code is the assertion)
-        [sys.executable, "-m", "tokenwindow.cli", "models"],
-        env={**WorkerProcess(env).env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert cli.returncode == 2
-    assert "model_list[0].model_info.max_input_tokens" in cli.stderr
-    worker = WorkerProcess(env, log_path=tmp_path / "worker.log").start()
-    try:
-        producer = TaskProducer(TEST_REDIS_URL)
-        sid = session()
-        producer.send(TASK_INGEST_TURN, good_turn(sid, "t1"))
-        producer.close()
-
-        async def scenario() -> dict[str, Any]:
-            async with TokenManagementClient() as client:
-                return await client.wait_for_turn(sid, "t1", timeout=WAIT)
-
-        failed = run(scenario())
-    finally:
-        worker.stop()
-    assert failed["code"] == "configuration_error"
-    assert "max_input_tokens" in failed["message"]
 
 
 def test_bad_turn_errors_are_token_window_errors() -> None:
