@@ -8,10 +8,9 @@ even after an error, and restores the environment it changed.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -24,7 +23,7 @@ import yaml
 
 from tests.fakes import FakeProviderProcess
 from tests.fakes.specs import FAKE_KEY
-from tests.harness import ROOT, WorkerProcess
+from tests.harness import WorkerProcess
 from tokenwindow.models import get_registry
 from tokenwindow.settings import get_settings
 
@@ -35,44 +34,6 @@ MODEL = "bench-gpt"
 LOG_TAIL_CHARS = 3_000
 
 SignalHandler = Callable[[int, FrameType | None], Any] | int | None
-
-
-class NoopWorker(WorkerProcess):
-    """``celery -A bench.noop_app worker``: the harness's worker, pointed at the bare app."""
-
-    def start(self, *, wait: bool = True) -> WorkerProcess:
-        from bench.noop_app import NOOP_QUEUE
-
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "bench.noop_app",
-            "worker",
-            "-Q",
-            NOOP_QUEUE,
-            "-c",
-            str(self.concurrency),
-            "-n",
-            self.node,
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "WARNING",
-        ]
-        log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        if wait:
-            self.wait_ready()
-        return self
 
 
 class Stack:
@@ -154,13 +115,19 @@ class Stack:
         return self._launch(WorkerProcess, concurrency, "worker")
 
     def noop_workers(self, concurrency: int) -> WorkerProcess:
-        return self._launch(NoopWorker, concurrency, "noop")
+        """The same harness worker, pointed at the bare no-op app."""
+        from bench.noop_app import NOOP_QUEUE
+
+        noop = functools.partial(WorkerProcess, app="bench.noop_app", queues=(NOOP_QUEUE,))
+        return self._launch(noop, concurrency, "noop")
 
     def stop(self, worker: WorkerProcess) -> None:
         worker.stop()
         self._workers.remove(worker)
 
-    def _launch(self, kind: type[WorkerProcess], concurrency: int, name: str) -> WorkerProcess:
+    def _launch(
+        self, kind: Callable[..., WorkerProcess], concurrency: int, name: str
+    ) -> WorkerProcess:
         log_path = self.dir / f"{name}-c{concurrency}-{uuid.uuid4().hex[:6]}.log"
         worker = kind(self.env, concurrency=concurrency, log_path=log_path)
         self._workers.append(worker)

@@ -44,8 +44,10 @@ class WorkerProcess:
         queues: tuple[str, ...] = QUEUES,
         concurrency: int = 2,
         log_path: Path | None = None,
+        app: str = "workers.app",
     ) -> None:
         self.env = {**os.environ, **env}
+        self.app = app
         self.queues = queues
         self.concurrency = concurrency
         self.node = f"test-{uuid.uuid4().hex[:8]}@localhost"
@@ -62,7 +64,7 @@ class WorkerProcess:
             "-m",
             "celery",
             "-A",
-            "workers.app",
+            self.app,
             "worker",
             "-Q",
             ",".join(self.queues),
