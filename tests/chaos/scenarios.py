@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from tests.chaos.support import (
     stack,
 )
 from tests.fakes.behaviour import Fault
+from tests.harness import WorkerProcess
 from tokenwindow.constants import METRICS_KEY, QUEUES, events_stream_key
 from tokenwindow.events import EventType
 
@@ -106,23 +107,44 @@ def kill_streaming(workdir: Path, redis_url: str, broker_url: str | None = None)
         s.provider.configure(token_delay=0.15)
         first, second = s.worker(), s.worker(start=False)
         sessions = [new_session("kill-stream") for _ in range(3)]
-        restarted: list[float] = []
 
-        async def scenario() -> list[TurnRecord]:
+        async def scenario() -> tuple[list[TurnRecord], float]:
             async with s.client() as client:
                 turns = [run_turn(client, sid, long_text(sid), timeout=90) for sid in sessions]
                 tasks = [asyncio.ensure_future(t) for t in turns]
-                while not any(s.provider.requests) or _tokens(s, sessions) < 4:
-                    await asyncio.sleep(0.05)
-                first.kill()
-                await asyncio.to_thread(s.start, second)
-                restarted.append(time.monotonic())
-                return list(await asyncio.gather(*tasks))
 
-        records = _run(scenario())
+                def streaming() -> bool:
+                    return any(s.provider.requests) and _tokens(s, sessions) >= 4
+
+                return await _kill_and_restart(s, first, second, tasks, streaming, poll=0.05)
+
+        records, restarted = _run(scenario())
         row.requests = len(s.provider.requests)
-        row.recovery_s = max(r.finished for r in records) - restarted[0]
+        row.recovery_s = max(r.finished for r in records) - restarted
         return row.fill(redis.Redis.from_url(redis_url), records)
+
+
+async def _kill_and_restart(
+    s: Stack,
+    first: WorkerProcess,
+    second: WorkerProcess,
+    tasks: Sequence[Awaitable[TurnRecord]],
+    ready: Callable[[], bool],
+    *,
+    poll: float,
+    settle: float = 0.0,
+) -> tuple[list[TurnRecord], float]:
+    """Once ``ready`` (plus ``settle`` s), kill ``first`` and start ``second``.
+
+    Returns the turns' records and when the second worker was up.
+    """
+    while not ready():
+        await asyncio.sleep(poll)
+    await asyncio.sleep(settle)
+    first.kill()
+    await asyncio.to_thread(s.start, second)
+    restarted = time.monotonic()
+    return list(await asyncio.gather(*tasks)), restarted
 
 
 def _tokens(s: Stack, sessions: list[str]) -> int:
@@ -152,9 +174,8 @@ def kill_summarizing(workdir: Path, redis_url: str, broker_url: str | None = Non
         s.provider.inject(Fault.hang(seconds=30))  # the summary request hangs until the kill
         first, second = s.worker(), s.worker(start=False)
         sid = new_session("kill-summary")
-        restarted: list[float] = []
 
-        async def scenario() -> list[TurnRecord]:
+        async def scenario() -> tuple[list[TurnRecord], float]:
             async with s.client() as client:
                 task = asyncio.ensure_future(
                     run_turn(
@@ -166,18 +187,18 @@ def kill_summarizing(workdir: Path, redis_url: str, broker_url: str | None = Non
                         timeout=90,
                     )
                 )
-                while not s.provider.requests:
-                    await asyncio.sleep(0.05)
-                await asyncio.sleep(0.5)
-                first.kill()
-                await asyncio.to_thread(s.start, second)
-                restarted.append(time.monotonic())
-                return [await task]
 
-        records = _run(scenario())
+                def summarizing() -> bool:
+                    return bool(s.provider.requests)
+
+                return await _kill_and_restart(
+                    s, first, second, [task], summarizing, poll=0.05, settle=0.5
+                )
+
+        records, restarted = _run(scenario())
         client = redis.Redis.from_url(redis_url)
         row.requests = len(s.provider.requests)
-        row.recovery_s = records[0].finished - restarted[0]
+        row.recovery_s = records[0].finished - restarted
         row.fill(client, records)
         summarized = [
             e for e in _events(client, sid) if e["type"] == EventType.COMPRESSION_COMPLETED
@@ -209,9 +230,8 @@ def kill_ingesting(
         ids = [new_session("kill-ingest") for _ in range(sessions)]
         probe = redis.Redis.from_url(redis_url)
         before = _started(probe)
-        restarted: list[float] = []
 
-        async def scenario() -> list[TurnRecord]:
+        async def scenario() -> tuple[list[TurnRecord], float]:
             async with s.client() as client:
                 tasks = [
                     asyncio.ensure_future(
@@ -219,16 +239,15 @@ def kill_ingesting(
                     )
                     for sid in ids
                 ]
-                while _started(probe) - before < 2:
-                    await asyncio.sleep(0.01)
-                first.kill()
-                await asyncio.to_thread(s.start, second)
-                restarted.append(time.monotonic())
-                return list(await asyncio.gather(*tasks))
 
-        records = _run(scenario())
+                def ingesting() -> bool:
+                    return _started(probe) - before >= 2
+
+                return await _kill_and_restart(s, first, second, tasks, ingesting, poll=0.01)
+
+        records, restarted = _run(scenario())
         row.requests = len(s.provider.requests)
-        row.recovery_s = max(r.finished for r in records) - restarted[0]
+        row.recovery_s = max(r.finished for r in records) - restarted
         row.note = f"{_started(probe) - before} ingests started for {sessions} turns"
         return row.fill(probe, records)
 
