@@ -12,8 +12,7 @@ from typing import Any
 
 import redis
 
-from tokenwindow.constants import LATENCY_KEY, METRICS_KEY, SESSIONS_INDEX_KEY
-from tokenwindow.sessions import decode_hash
+from tokenwindow.constants import LATENCY_KEY, METRICS_KEY
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, float("inf"))
 """Upper bounds (seconds) of the queue-to-first-token histogram, Prometheus style."""
@@ -82,13 +81,3 @@ def build_snapshot(
 
 def active_since() -> float:
     return time.time() - ACTIVE_WINDOW_SECONDS
-
-
-def read_snapshot(client: redis.Redis) -> dict[str, Any]:
-    """Synchronous read, for workers and tests; the async client has its own twin."""
-    pipe = client.pipeline(transaction=False)
-    pipe.hgetall(METRICS_KEY)
-    pipe.hgetall(LATENCY_KEY)
-    pipe.zcount(SESSIONS_INDEX_KEY, active_since(), "+inf")
-    counters, latency, active = pipe.execute()
-    return build_snapshot(decode_hash(counters), decode_hash(latency), int(active))

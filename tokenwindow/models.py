@@ -251,10 +251,6 @@ class ModelRegistry:
         close = difflib.get_close_matches(name, list(self._specs), n=3, cutoff=0.5)
         raise UnknownModelError(name, close)
 
-    def with_model(self, spec: ModelSpec) -> ModelRegistry:
-        """A copy with one more (or a replaced) model; used by tests and the demo."""
-        return ModelRegistry([*self.all(), spec], fallback_encoding=self.fallback_encoding)
-
     def all(self) -> list[ModelSpec]:
         """Every model, sorted by name."""
         return sorted(self._specs.values(), key=lambda s: s.name)

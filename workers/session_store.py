@@ -20,7 +20,6 @@ from strategies.summary import parse_summary, summary_message
 from tokenwindow.constants import (
     ARRIVAL_COUNTER_KEY,
     SESSIONS_INDEX_KEY,
-    events_stream_key,
     session_key,
     transcript_key,
     turn_key,
@@ -30,7 +29,7 @@ from tokenwindow.constants import (
 )
 from tokenwindow.counting import REPLY_PRIMING, TokenCounter, message_key
 from tokenwindow.messages import Message, is_system
-from tokenwindow.sessions import Entry, decode_hash, session_summary, text_of_reply
+from tokenwindow.sessions import Entry, decode_hash, text_of_reply
 
 ACQUIRE_SCRIPT = """
 -- KEYS: order zset, arrivals counter, head turn hash (resolved below via ARGV)
@@ -310,21 +309,5 @@ class SessionStore:
         self.redis.transaction(transaction, skey)
         return applied
 
-    def transcript(self, session_id: str, start: int = 0, end: int = -1) -> list[Entry]:
-        return [Entry.loads(r) for r in self.redis.lrange(transcript_key(session_id), start, end)]
-
-    def touch(self, session_id: str) -> None:
-        now = time.time()
-        pipe = self.redis.pipeline()
-        pipe.zadd(SESSIONS_INDEX_KEY, {session_id: now})
-        for key in (
-            session_key(session_id),
-            transcript_key(session_id),
-            events_stream_key(session_id),
-        ):
-            pipe.expire(key, self.ttl)
-        pipe.execute()
-
-    def describe(self, session_id: str) -> dict[str, Any]:
-        """Public view of a session (no message text)."""
-        return session_summary(session_id, self.meta(session_id))
+    def transcript(self, session_id: str) -> list[Entry]:
+        return [Entry.loads(r) for r in self.redis.lrange(transcript_key(session_id), 0, -1)]

@@ -171,9 +171,3 @@ def test_models_file_errors_name_file_entry_and_field(
 def test_missing_models_file_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="cannot read"):
         parse_models_file(tmp_path / "absent.yaml")
-
-
-def test_with_model_replaces_by_name(registry: ModelRegistry) -> None:
-    spec = ModelSpec("gpt-4o", "openai/gpt-4o", "openai", 1000, 100, "o200k_base", True)
-    assert registry.with_model(spec).get("gpt-4o").max_input_tokens == 1000
-    assert registry.get("gpt-4o").max_input_tokens == 128_000
