@@ -14,7 +14,6 @@ from typing import Any
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from tasks.retry import backoff
 from tokenwindow.bulk.jobs import error_record
 from tokenwindow.constants import TASK_COMPRESS_SESSION, TASK_COMPRESS_TRANSCRIPT
 from tokenwindow.counting import counter_for_encoding
@@ -25,6 +24,7 @@ from tokenwindow.settings import get_settings
 from tokenwindow.window import window_for
 from workers import bulk
 from workers.app import app
+from workers.backoff import backoff
 from workers.compressor import Compression, report
 from workers.connections import get_events, get_metrics, get_store
 

@@ -21,7 +21,6 @@ from celery import Task, chain
 from celery.exceptions import SoftTimeLimitExceeded
 
 from tasks.compression import compress_session
-from tasks.retry import backoff, wait_for_session
 from tokenwindow.constants import (
     SESSION_ID_PATTERN,
     TASK_COMPLETE_TURN,
@@ -43,6 +42,7 @@ from tokenwindow.protocol import TurnRequest
 from tokenwindow.settings import get_settings
 from tokenwindow.window import Pressure, window_for
 from workers.app import app
+from workers.backoff import backoff, wait_for_session
 from workers.compressor import FAILSAFE, Compression
 from workers.connections import get_events, get_metrics, get_store
 from workers.llm import CompletionUsage, stream_completion
