@@ -31,7 +31,11 @@ task_serializer = "json"
 result_serializer = "json"
 accept_content = ["json"]
 result_accept_content = ["json"]
-result_expires = 24 * 3600
+result_expires = 3600
+task_ignore_result = True
+"""Turns and compressions keep no results: reply text lives only in the session's keys, so
+deleting a session deletes all of it. Tasks whose result is their answer (token counts, bulk
+transcripts) opt back in."""
 
 task_queues = [Queue(name) for name in QUEUES]  # type: ignore[no-untyped-call]
 task_default_queue = QUEUE_FAST

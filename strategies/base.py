@@ -45,6 +45,9 @@ class CompressionRequest:
     compression, see ``strategies.hybrid``)."""
     provider: str = "openai"
     """Target provider; the result must be a valid request for it (e.g. Anthropic rules)."""
+    interrupts: tuple[type[BaseException], ...] = ()
+    """Exceptions a summarizer may raise that are not its failure but the caller's (a task's
+    time limit): they pass through instead of being reported as a failed summary."""
 
 
 @dataclass

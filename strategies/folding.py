@@ -22,7 +22,11 @@ SUMMARY_SLACK_TOKENS = 4
 
 
 def _summarize(
-    lay: Layout, span: list[int], summarizer: Summarizer, max_tokens: int
+    lay: Layout,
+    span: list[int],
+    summarizer: Summarizer,
+    max_tokens: int,
+    interrupts: tuple[type[BaseException], ...],
 ) -> tuple[str | None, str | None]:
     """(summary text, None) or (None, reason it cannot be used)."""
     try:
@@ -31,6 +35,8 @@ def _summarize(
             previous_summary=lay.previous_summary,
             max_tokens=max_tokens,
         )
+    except interrupts:
+        raise
     except Exception as exc:  # any failure means no summary; the caller reports it
         return None, f"summarizer failed: {type(exc).__name__}: {exc}"
     if not isinstance(text, str) or not text.strip():
@@ -71,7 +77,7 @@ def fold(
             lay, cut, counter, strategy=strategy, summary=None, summarized=[], dropped=folded
         )
     summarizer = request.summarizer or ExtractiveSummarizer(counter)
-    text, error = _summarize(lay, span, summarizer, max_tokens)
+    text, error = _summarize(lay, span, summarizer, max_tokens, request.interrupts)
     if text is None:
         return unchanged(lay, strategy, error=error)
     summary = summary_message(text)

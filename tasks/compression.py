@@ -12,13 +12,18 @@ import logging
 from typing import Any
 
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Retry, SoftTimeLimitExceeded
 
 from tokenwindow.bulk.jobs import error_record
-from tokenwindow.constants import TASK_COMPRESS_SESSION, TASK_COMPRESS_TRANSCRIPT
+from tokenwindow.constants import (
+    TASK_COMPLETE_TURN,
+    TASK_COMPRESS_SESSION,
+    TASK_COMPRESS_TRANSCRIPT,
+)
 from tokenwindow.counting import counter_for_encoding
 from tokenwindow.errors import TokenWindowError
 from tokenwindow.events import EventType
+from tokenwindow.metrics import Count
 from tokenwindow.models import get_registry
 from tokenwindow.settings import get_settings
 from tokenwindow.window import window_for
@@ -31,18 +36,48 @@ from workers.connections import get_events, get_metrics, get_store
 log = logging.getLogger(__name__)
 
 
-@app.task(name=TASK_COMPRESS_SESSION, bind=True, acks_late=True)
+@app.task(name=TASK_COMPRESS_SESSION, bind=True, acks_late=True, ignore_result=True)
 def compress_session(
-    self: Task, *, session_id: str, turn_id: str, model: str, strategy: str, reason: str
-) -> dict[str, Any]:
-    """Compress the session's working window to the target share and apply it atomically."""
+    self: Task,
+    *,
+    session_id: str,
+    turn_id: str,
+    model: str,
+    strategy: str,
+    reason: str,
+    then: dict[str, Any] | None = None,
+) -> None:
+    """Compress the session's working window to the target share and apply it atomically.
+
+    ``then`` (the hard path) is the turn's ``complete_turn`` arguments: it is sent however this
+    compression ends (applied, stale, failed, past its time limit), but not while it retries,
+    so the turn always generates, on a failsafed window if need be, or fails with an event.
+    """
+    handing_on = then is not None
+    try:
+        _compress_session(self, session_id, turn_id, model, strategy, reason)
+    except Retry:
+        handing_on = False
+        raise
+    except Exception:
+        log.exception("compression failed", extra={"fields": {"session_id": session_id}})
+        if then is None:
+            raise
+    finally:
+        if handing_on:
+            app.send_task(TASK_COMPLETE_TURN, kwargs=then)
+
+
+def _compress_session(
+    self: Task, session_id: str, turn_id: str, model: str, strategy: str, reason: str
+) -> None:
     settings, store, events = get_settings(), get_store(), get_events()
     spec = get_registry().get(model)
     counter = counter_for_encoding(spec.encoding, spec.exact)
     budget = window_for(spec, settings).target
     working = store.working_window(session_id, counter)
     if working.tokens <= budget:
-        return {"status": "skipped", "tokens": working.tokens, "budget": budget}
+        return
     if self.request.retries == 0:
         events.publish(
             session_id,
@@ -92,11 +127,13 @@ def compress_session(
         session_id, working, kept_from=result.kept_from, summary=result.summary, counter=counter
     )
     if applied:
-        metrics = get_metrics()
-        metrics.incr("compressions", result.strategy)
-        metrics.incr("tokens_saved", amount=max(result.tokens_saved, 0))
+        counts: list[Count] = [
+            ("compressions", result.strategy, 1),
+            ("tokens_saved", None, max(result.tokens_saved, 0)),
+        ]
         if result.failsafe:
-            metrics.incr("failsafe_used")
+            counts.append(("failsafe_used", None, 1))
+        get_metrics().record(counts)
     events.publish(
         session_id,
         turn_id,
@@ -105,10 +142,9 @@ def compress_session(
         applied=applied,
         **report(result),
     )
-    return {"status": "applied" if applied else "stale", **report(result)}
 
 
-@app.task(name=TASK_COMPRESS_TRANSCRIPT, bind=True, acks_late=True)
+@app.task(name=TASK_COMPRESS_TRANSCRIPT, bind=True, acks_late=True, ignore_result=False)
 def compress_transcript(
     self: Task,
     *,

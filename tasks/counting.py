@@ -14,7 +14,7 @@ class CountError(Exception):
     """Raised so the task's result is FAILURE with the error's code and message."""
 
 
-@app.task(name=TASK_COUNT_TOKENS)
+@app.task(name=TASK_COUNT_TOKENS, ignore_result=False)
 def count_tokens(
     *,
     model: str,

@@ -1,10 +1,11 @@
-"""The turn pipeline: ingest a turn, compress if needed, stream the reply.
+"""The turn pipeline as Celery tasks: thin steps over the turn ledger (``workers.ledger``).
 
-``ingest_turn`` takes the session in arrival order, appends the new messages once per turn id
-and decides: under the soft threshold it generates the reply itself; between soft and hard it
-also enqueues a background compression; over hard it chains compression before
-``complete_turn``. Generation never sends more than the usable window, streams deltas as events,
-appends the reply and hands the session to the next turn.
+``ingest_turn`` moves a turn into its session (or parks it behind the turn ahead) and decides:
+under the soft threshold it generates the reply itself; between soft and hard it also enqueues
+a background compression; over hard it hands the turn to ``compress_session``, which always
+sends ``complete_turn`` on, whatever happened to the compression. Generation streams on the
+worker's event loop (``workers.engine``), never sends more than the usable window, and ends
+the turn with one atomic transition that also hands the session to the next parked turn.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis.exceptions
-from celery import Task, chain
+from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from tasks.compression import compress_session
@@ -27,33 +28,36 @@ from tokenwindow.constants import (
     TASK_INGEST_TURN,
     TURN_ID_PATTERN,
 )
-from tokenwindow.counting import counter_for
+from tokenwindow.counting import REPLY_PRIMING, counter_for
 from tokenwindow.errors import (
     ContextWindowExceededError,
     InternalError,
     InvalidInputError,
     ProviderError,
+    ProviderTimeoutError,
     TokenWindowError,
 )
 from tokenwindow.events import EventType
-from tokenwindow.messages import check_tool_results
+from tokenwindow.messages import Message
+from tokenwindow.metrics import Count
 from tokenwindow.models import ModelSpec, get_registry
 from tokenwindow.protocol import TurnRequest
+from tokenwindow.sessions import Entry
 from tokenwindow.settings import get_settings
 from tokenwindow.window import Pressure, window_for
 from workers.app import app
-from workers.backoff import backoff, wait_for_session
+from workers.backoff import backoff
 from workers.compressor import FAILSAFE, Compression
-from workers.connections import get_events, get_metrics, get_store
-from workers.llm import CompletionUsage, stream_completion
+from workers.connections import get_events, get_ledger, get_metrics, get_redis, get_store
+from workers.engine import get_engine
+from workers.ledger import Outcome, TurnState
+from workers.session_store import WorkingWindow, window_from
+from workers.streaming import Attempt, Reply, stream_reply
 
 log = logging.getLogger(__name__)
 
-DONE_STATES = frozenset(("completed", "failed"))
 OVERFLOW_MARGIN_SCALE = 3.0
 """After a provider context-length error, the safety margin is this many times larger."""
-
-
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 REDIS_POLL_SECONDS = 1.0
 
@@ -62,9 +66,8 @@ REDIS_POLL_SECONDS = 1.0
 def _redis_outage(task: Task, limit: float) -> Iterator[None]:
     """If Redis drops out mid-task, wait for it to answer again, then run the task again.
 
-    Session state and (usually) the broker live in Redis, so a failure here would lose the turn
-    and leave its session blocked. Every step is idempotent per turn id, and a re-run completion
-    resumes by prefix, so running again is safe.
+    Every transition is atomic and idempotent per turn id, and a re-run completion resumes
+    by what was published, so running again is safe.
     """
     try:
         yield
@@ -73,105 +76,11 @@ def _redis_outage(task: Task, limit: float) -> Iterator[None]:
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             try:
-                get_store().redis.ping()
+                get_redis().ping()
                 break
             except REDIS_ERRORS:
                 time.sleep(REDIS_POLL_SECONDS)
         raise task.retry(countdown=REDIS_POLL_SECONDS) from None
-
-
-def _turn_failed(session_id: str, turn_id: str, error: TokenWindowError) -> dict[str, Any]:
-    """Record a failed turn everywhere a consumer might look, and free the session.
-
-    Metrics move before the terminal event, so a consumer that reads them on the event sees
-    them; the state is marked done only after the event, so a crash in between re-publishes
-    rather than losing it.
-    """
-    store = get_store()
-    get_metrics().incr("turns_failed")
-    get_metrics().incr("errors", error.code)
-    get_events().publish(session_id, turn_id, EventType.TURN_FAILED, **error.to_dict())
-    store.set_turn_state(session_id, turn_id, status="failed", code=error.code)
-    store.release_turn(session_id, turn_id)
-    return {"status": "failed", "session_id": session_id, "turn_id": turn_id, **error.to_dict()}
-
-
-def _reject(kwargs: dict[str, Any], error: InvalidInputError) -> dict[str, Any]:
-    """Bad task arguments: report on the session if it is identifiable, lose nothing else."""
-    session_id, turn_id = kwargs.get("session_id"), kwargs.get("turn_id")
-    if (
-        isinstance(session_id, str)
-        and isinstance(turn_id, str)
-        and SESSION_ID_PATTERN.fullmatch(session_id)
-        and TURN_ID_PATTERN.fullmatch(turn_id)
-    ):
-        return _turn_failed(session_id, turn_id, error)
-    get_metrics().incr("errors", error.code)
-    return {"status": "failed", **error.to_dict()}
-
-
-@app.task(name=TASK_INGEST_TURN, bind=True, max_retries=None, acks_late=True)
-def ingest_turn(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """Append a turn's new messages (once per turn id), then answer it or chain compression."""
-    with _redis_outage(self, get_settings().completion_soft_time_limit):
-        return _ingest_turn(self, *args, **kwargs)
-
-
-def _ingest_turn(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    try:
-        if args:
-            raise InvalidInputError(
-                f"turn: {TASK_INGEST_TURN} takes keyword arguments only, got {len(args)} positional"
-            )
-        turn = TurnRequest.parse(kwargs)
-    except InvalidInputError as exc:
-        return _reject(kwargs, exc)
-    store, settings = get_store(), get_settings()
-    sid, tid = turn.session_id, turn.turn_id
-    if not store.acquire_turn(sid, tid):
-        raise self.retry(countdown=wait_for_session(self.request.retries))
-    state = store.turn_state(sid, tid)
-    if state.get("status") in DONE_STATES or state.get("dispatched"):
-        return {"status": state.get("status", "dispatched"), "session_id": sid, "turn_id": tid}
-    try:
-        spec = get_registry().get(turn.model)
-    except TokenWindowError as exc:
-        return _turn_failed(sid, tid, exc)
-    counter = counter_for(spec)
-    strategy = str(turn.strategy or settings.default_strategy)
-    if not state.get("ingested"):
-        new = store.new_suffix(store.meta(sid), turn.typed_messages)
-        if any(m["role"] == "tool" for m in new):
-            try:
-                check_tool_results(new, (e.message for e in store.transcript(sid)))
-            except InvalidInputError as exc:
-                return _turn_failed(sid, tid, exc)
-        get_events().publish(sid, tid, EventType.TURN_STARTED, model=spec.name)
-        get_metrics().incr("turns_submitted")
-        store.append_turn(sid, tid, new, counter, model=spec.name, strategy=strategy)
-    window = window_for(spec, settings, max_output_tokens=turn.max_tokens)
-    pressure = window.pressure(store.prompt_tokens(sid, counter))
-    reply = Generation(
-        session_id=sid,
-        turn_id=tid,
-        model=spec.name,
-        temperature=turn.temperature,
-        max_tokens=turn.max_tokens,
-        submitted_at=turn.submitted_at,
-    )
-    compression = compress_session.si(
-        session_id=sid, turn_id=tid, model=spec.name, strategy=strategy, reason=str(pressure)
-    )
-    if pressure is Pressure.HARD:
-        # Compress first, in its own retryable task; the chain then generates. Never .get().
-        chain(compression, complete_turn.si(**reply.kwargs())).apply_async()
-        store.set_turn_state(sid, tid, status="dispatched", dispatched=time.time())
-        return {"status": "dispatched", "session_id": sid, "turn_id": tid, "pressure": "hard"}
-    if pressure is Pressure.SOFT and not state.get("compression_sent"):
-        # Proactive: the next turn finds the window already small.
-        compression.apply_async()
-        store.set_turn_state(sid, tid, compression_sent=time.time())
-    return _generate(self, spec, reply)
 
 
 @dataclass(frozen=True)
@@ -183,33 +92,167 @@ class Generation:
     model: str
     temperature: float | None = None
     max_tokens: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
     submitted_at: float = 0.0
 
     def kwargs(self) -> dict[str, Any]:
         return asdict(self)
 
+    def chat_params(self) -> dict[str, Any]:
+        named = {"temperature": self.temperature, "max_tokens": self.max_tokens}
+        return {**self.params, **{k: v for k, v in named.items() if v is not None}}
+
+
+def _hand_on(outcome: Outcome) -> None:
+    """Send the parked turn that is now at the head of the session, if there is one."""
+    if outcome.handoff is not None:
+        ingest_turn.apply_async(kwargs=outcome.handoff)
+
+
+def _fail(session_id: str, turn_id: str, owner: str, error: TokenWindowError) -> None:
+    """End the turn with ``turn_failed``; metrics move first so a reader of the event sees them."""
+    get_metrics().record([("turns_failed", None, 1), ("errors", error.code, 1)])
+    _hand_on(get_ledger().fail(session_id, turn_id, owner, error.to_dict()))
+
+
+def _reject(kwargs: dict[str, Any], error: InvalidInputError) -> None:
+    """Bad task arguments: report on the session if it is identifiable, lose nothing else."""
+    session_id, turn_id = kwargs.get("session_id"), kwargs.get("turn_id")
+    if (
+        isinstance(session_id, str)
+        and isinstance(turn_id, str)
+        and SESSION_ID_PATTERN.fullmatch(session_id)
+        and TURN_ID_PATTERN.fullmatch(turn_id)
+    ):
+        _fail(session_id, turn_id, "", error)
+    else:
+        get_metrics().incr("errors", error.code)
+
+
+@app.task(name=TASK_INGEST_TURN, bind=True, max_retries=None, acks_late=True, ignore_result=True)
+def ingest_turn(self: Task, *args: Any, **kwargs: Any) -> None:
+    """Move a turn into its session (once per turn id), then answer it or compress first."""
+    with _redis_outage(self, get_settings().completion_soft_time_limit):
+        _ingest_turn(self, args, kwargs)
+
+
+def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    try:
+        if args:
+            raise InvalidInputError(
+                f"turn: {TASK_INGEST_TURN} takes keyword arguments only, got {len(args)} positional"
+            )
+        turn = TurnRequest.parse(kwargs)
+    except InvalidInputError as exc:
+        _reject(kwargs, exc)
+        return
+    settings, ledger = get_settings(), get_ledger()
+    sid, tid = turn.session_id, turn.turn_id
+    try:
+        spec = get_registry().get(turn.model)
+    except TokenWindowError as exc:
+        _fail(sid, tid, "", exc)
+        return
+    counter = counter_for(spec)
+    strategy = str(turn.strategy or settings.default_strategy)
+    entries = [Entry(m, counter.count_message(m), tid) for m in turn.typed_messages]
+    request = turn.model_dump(mode="json", exclude_none=True)
+    out = ledger.ingest(
+        sid,
+        tid,
+        entries,
+        request=request,
+        model=spec.name,
+        strategy=strategy,
+        encoding=counter.encoding_name,
+    )
+    generation = Generation(
+        session_id=sid,
+        turn_id=tid,
+        model=spec.name,
+        temperature=turn.temperature,
+        max_tokens=turn.max_tokens,
+        params=turn.params or {},
+        submitted_at=turn.submitted_at,
+    )
+    compression = {
+        "session_id": sid,
+        "turn_id": tid,
+        "model": spec.name,
+        "strategy": strategy,
+    }
+    if out.outcome == "done":
+        _hand_on(out)
+        return
+    if out.outcome == "invalid":
+        where = f"messages[{out.data['index']}].tool_call_id"
+        message = f"{out.data['tool_call_id']!r:.80} answers no earlier assistant tool call"
+        _fail(sid, tid, "", InvalidInputError(f"{where}: {message}"))
+        return
+    if out.outcome == "skip":
+        # A redelivery (or a second copy) of a turn already past ingest: carry on from there.
+        if out.state == TurnState.COMPRESSING:
+            compress_session.apply_async(
+                kwargs={**compression, "reason": "hard", "then": generation.kwargs()}
+            )
+        elif out.state != TurnState.WAITING:
+            _generate(self, spec, generation)
+        return
+    if out.outcome != "ingested":  # parked: the turn ahead hands it on
+        return
+    get_metrics().record([("turns_submitted", None, 1)], active_session=sid)
+    window = window_for(spec, settings, max_output_tokens=turn.max_tokens)
+    if out.data.get("encoding") == counter.encoding_name:
+        tokens = REPLY_PRIMING + int(out.data.get("window_tokens") or 0)
+    else:
+        tokens = get_store().working_window(sid, counter).tokens
+    pressure = window.pressure(tokens)
+    if pressure is Pressure.HARD:
+        if ledger.compress_first(sid, tid).outcome == "advanced":
+            # Compress first, in its own retryable task, which then sends complete_turn.
+            compress_session.apply_async(
+                kwargs={**compression, "reason": str(pressure), "then": generation.kwargs()}
+            )
+        return
+    proactive = pressure is Pressure.SOFT and not out.record.get("compression_sent")
+    if proactive:
+        # The next turn finds the window already small.
+        compress_session.apply_async(kwargs={**compression, "reason": str(pressure)})
+    _generate(self, spec, generation, compression_sent=proactive)
+
+
+@app.task(name=TASK_COMPLETE_TURN, bind=True, max_retries=None, acks_late=True, ignore_result=True)
+def complete_turn(self: Task, **kwargs: Any) -> None:
+    """Generate the reply of a turn whose window was compressed first (the hard path)."""
+    with _redis_outage(self, get_settings().completion_soft_time_limit):
+        generation = Generation(**kwargs)
+        try:
+            spec = get_registry().get(generation.model)
+        except TokenWindowError as exc:
+            _fail(generation.session_id, generation.turn_id, "", exc)
+            return
+        _generate(self, spec, generation)
+
 
 def _fit_window(
-    sid: str, tid: str, spec: ModelSpec, *, max_tokens: int | None, margin_scale: float
-) -> list[Any]:
+    sid: str, tid: str, spec: ModelSpec, working: WorkingWindow, generation: Generation, scale: float
+) -> list[Message]:
     """The working window, failsafed down if it would not fit: never send an oversized request."""
     settings = get_settings()
-    counter = counter_for(spec)
-    working = get_store().working_window(sid, counter)
-    window = window_for(spec, settings, max_output_tokens=max_tokens, margin_scale=margin_scale)
+    window = window_for(
+        spec, settings, max_output_tokens=generation.max_tokens, margin_scale=scale
+    )
     if working.tokens <= window.usable_input:
         return working.messages
     result = Compression(
         working.messages,
         strategy=FAILSAFE,
         budget=window.usable_input,
-        counter=counter,
+        counter=counter_for(spec),
         provider=spec.provider,
         settings=settings,
     ).run()
-    metrics = get_metrics()
-    metrics.incr("crashes_prevented")
-    metrics.incr("failsafe_used")
+    get_metrics().record([("crashes_prevented", None, 1), ("failsafe_used", None, 1)])
     get_events().publish(
         sid,
         tid,
@@ -225,137 +268,68 @@ def _fit_window(
     return result.messages
 
 
-@dataclass(frozen=True)
-class Reply:
-    """A finished reply and what the provider said about it."""
-
-    text: str
-    finish_reason: str | None = None
-    usage: CompletionUsage | None = None
-
-    def summary(self) -> dict[str, Any]:
-        """Fields of the ``turn_completed`` event (usage only when the provider reported it)."""
-        fields: dict[str, Any] = {"chars": len(self.text), "finish_reason": self.finish_reason}
-        if self.usage is not None:
-            fields["prompt_tokens"] = self.usage.prompt_tokens
-            fields["completion_tokens"] = self.usage.completion_tokens
-        return fields
-
-
-def _stream_reply(
-    sid: str, tid: str, spec: ModelSpec, messages: list[Any], reply: Generation
-) -> Reply:
-    """Stream the reply, publishing only text subscribers have not seen.
-
-    A redelivered or retried attempt regenerates from the start. While its text matches what
-    earlier attempts published, nothing is re-sent; past that point only new text goes out.
-    If it diverges, a ``turn_restarted`` event tells consumers to drop this turn's text so far.
-    """
-    store, events = get_store(), get_events()
-    attempt, seen = store.start_attempt(sid, tid)
-    text, sent, diverged, first = "", len(seen), False, reply.submitted_at > 0
-    stream = stream_completion(
-        spec,
-        messages,
-        max_tokens=reply.max_tokens,
-        temperature=reply.temperature,
-        settings=get_settings(),
-    )
-    for delta in stream:
-        if first:
-            first = False
-            get_metrics().observe_first_token(time.time() - reply.submitted_at)
-        text += delta
-        if not diverged and not (seen.startswith(text) or text.startswith(seen)):
-            diverged, sent = True, 0
-            store.forget_published(sid, tid)
-            events.publish(sid, tid, EventType.TURN_RESTARTED, attempt=attempt)
-        if len(text) > sent:
-            events.publish_token(sid, tid, text[sent:], attempt)
-            sent = len(text)
-    if not diverged and len(text) < len(seen):
-        # The new attempt ended inside text an earlier one had shown: replace, don't leave extra.
-        store.forget_published(sid, tid)
-        events.publish(sid, tid, EventType.TURN_RESTARTED, attempt=attempt)
-        events.publish_token(sid, tid, text, attempt)
-    return Reply(text, stream.finish_reason, stream.usage)
-
-
-@app.task(name=TASK_COMPLETE_TURN, bind=True, max_retries=None, acks_late=True)
-def complete_turn(self: Task, **kwargs: Any) -> dict[str, Any]:
-    """Generate the reply of a turn whose window was compressed first (the hard path)."""
-    with _redis_outage(self, get_settings().completion_soft_time_limit):
-        reply = Generation(**kwargs)
-        try:
-            spec = get_registry().get(reply.model)
-        except TokenWindowError as exc:
-            return _turn_failed(reply.session_id, reply.turn_id, exc)
-        return _generate(self, spec, reply)
-
-
-def _generate(self: Task, spec: ModelSpec, reply: Generation) -> dict[str, Any]:
+def _generate(
+    self: Task, spec: ModelSpec, generation: Generation, *, compression_sent: bool = False
+) -> None:
     """Stream the reply of an ingested turn, once, however often this task runs."""
-    store, settings = get_store(), get_settings()
-    sid, tid = reply.session_id, reply.turn_id
-    state = store.turn_state(sid, tid)
-    if state.get("status") in DONE_STATES:
-        return {"status": state["status"], "session_id": sid, "turn_id": tid}
-    if state.get("replied"):
-        return _turn_completed(sid, tid, Reply(store.published_text(sid, tid)))
-    owner = str(self.request.id)
-    if not store.claim_generation(sid, tid, owner, settings.completion_time_limit):
-        raise self.retry(countdown=1.0)
-    store.heartbeat(sid, tid)
+    settings, ledger = get_settings(), get_ledger()
+    sid, tid, owner = generation.session_id, generation.turn_id, str(self.request.id)
+    began = ledger.begin(sid, tid, owner, compression_sent=compression_sent)
+    if began.outcome == "done":
+        _hand_on(began)
+    if began.outcome != "generating":
+        return  # finished, or another task holds the lease and will finish it
+    data, counter = began.data, counter_for(spec)
+    scale = float(began.record.get("margin_scale", 1.0))
+    attempt = Attempt(sid, tid, int(began.record["attempt"]), data["published"], data["tools_published"])
     try:
-        margin_scale = float(state.get("margin_scale", 1.0))
-        messages = _fit_window(
-            sid, tid, spec, max_tokens=reply.max_tokens, margin_scale=margin_scale
+        working = window_from(data, began.entries, counter)
+        messages = _fit_window(sid, tid, spec, working, generation, scale)
+        reply = get_engine().run(
+            stream_reply(
+                get_engine(), attempt, spec, messages, generation.chat_params(), settings
+            )
         )
-        get_metrics().incr("provider_calls", spec.provider)
-        answer = _stream_reply(sid, tid, spec, messages, reply)
     except ContextWindowExceededError as exc:
-        if margin_scale >= OVERFLOW_MARGIN_SCALE:
-            return _turn_failed(sid, tid, exc)
-        get_metrics().incr("context_retries")
-        get_metrics().incr("crashes_prevented")
-        store.set_turn_state(sid, tid, margin_scale=OVERFLOW_MARGIN_SCALE)
+        if scale >= OVERFLOW_MARGIN_SCALE:
+            _fail(sid, tid, owner, exc)
+            return
+        get_metrics().record([("context_retries", None, 1), ("crashes_prevented", None, 1)])
+        ledger.retry(sid, tid, owner, count="overflows", margin_scale=OVERFLOW_MARGIN_SCALE)
         raise self.retry(countdown=0) from None
     except ProviderError as exc:
-        used = store.count_provider_retry(sid, tid) if exc.retryable else None
-        if used is not None and used <= settings.max_retries:
-            get_metrics().incr("errors", exc.code)  # a final failure is counted once, below
-            raise self.retry(countdown=backoff(used - 1, exc.retry_after)) from None
-        return _turn_failed(sid, tid, exc)
-    except SoftTimeLimitExceeded:
-        return _turn_failed(sid, tid, ProviderError("the turn ran past its time limit"))
+        if exc.retryable:
+            moved = ledger.retry(sid, tid, owner, count="retries")
+            used = int(moved.record.get("retries", 0))
+            if moved.outcome == "advanced" and used <= settings.max_retries:
+                get_metrics().record([("errors", exc.code, 1), ("provider_calls", spec.provider, 1)])
+                raise self.retry(countdown=backoff(used - 1, exc.retry_after)) from None
+        _fail(sid, tid, owner, exc)
+        return
+    except (TimeoutError, SoftTimeLimitExceeded):
+        _fail(sid, tid, owner, ProviderTimeoutError("the turn ran past its time limit"))
+        return
     except TokenWindowError as exc:
-        return _turn_failed(sid, tid, exc)
+        _fail(sid, tid, owner, exc)
+        return
     except REDIS_ERRORS:
         raise  # waited out by _redis_outage, then run again
     except Exception:
         # A bug must not strand the session's later turns: fail this one, keep the trace.
         log.exception("turn failed unexpectedly", extra={"fields": {"session_id": sid}})
-        _turn_failed(sid, tid, InternalError("the turn failed unexpectedly; see worker logs"))
+        _fail(sid, tid, owner, InternalError("the turn failed unexpectedly; see worker logs"))
         raise
-    finally:
-        store.release_generation(sid, tid, owner)
-    store.append_turn(
-        sid,
-        tid,
-        [{"role": "assistant", "content": answer.text}],
-        counter_for(spec),
-        model=spec.name,
-        strategy=store.meta(sid).get("strategy", ""),
-        status_field="replied",
-    )
-    return _turn_completed(sid, tid, answer)
+    _finish(sid, tid, owner, spec, generation, reply)
 
 
-def _turn_completed(sid: str, tid: str, reply: Reply) -> dict[str, Any]:
-    """The same order as ``_turn_failed``: metrics, terminal event, state, next turn."""
-    store = get_store()
-    get_metrics().incr("turns_completed")
-    get_events().publish(sid, tid, EventType.TURN_COMPLETED, **reply.summary())
-    store.set_turn_state(sid, tid, status="completed")
-    store.release_turn(sid, tid)
-    return {"status": "completed", "session_id": sid, "turn_id": tid, "reply": reply.text}
+def _finish(
+    sid: str, tid: str, owner: str, spec: ModelSpec, generation: Generation, reply: Reply
+) -> None:
+    """Metrics first (a reader of ``turn_completed`` sees them), then the atomic finish."""
+    message = reply.message()
+    counts: list[Count] = [("turns_completed", None, 1), ("provider_calls", spec.provider, 1)]
+    first = reply.first_delta_at
+    latency = first - generation.submitted_at if first and generation.submitted_at else None
+    get_metrics().record(counts, first_token_seconds=latency, active_session=sid)
+    entry = Entry(message, counter_for(spec).count_message(message), tid)
+    _hand_on(get_ledger().finish(sid, tid, owner, entry, reply.summary()))

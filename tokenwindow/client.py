@@ -23,10 +23,8 @@ from tokenwindow.constants import (
     TASK_INGEST_TURN,
     events_stream_key,
     session_key,
+    session_keys,
     transcript_key,
-    turn_key,
-    turn_order_key,
-    turn_text_key,
 )
 from tokenwindow.counting import count_request
 from tokenwindow.errors import TokenWindowError, TurnFailedError
@@ -281,18 +279,8 @@ class TokenManagementClient:
 
     async def delete_session(self, session_id: str) -> bool:
         """Remove everything stored for the session; True if it existed."""
-        check_session_id(session_id)
-        turn_keys = [k async for k in self.redis.scan_iter(match=turn_key(session_id, "*"))]
-        text_keys = [k async for k in self.redis.scan_iter(match=turn_text_key(session_id, "*"))]
-        pipe = self.redis.pipeline()
-        pipe.delete(
-            session_key(session_id),
-            transcript_key(session_id),
-            events_stream_key(session_id),
-            turn_order_key(session_id),
-            *turn_keys,
-            *text_keys,
-        )
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(*session_keys(check_session_id(session_id)))
         pipe.zrem(SESSIONS_INDEX_KEY, session_id)
         deleted, _ = await pipe.execute()
         return bool(deleted)

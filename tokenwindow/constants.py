@@ -15,50 +15,63 @@ SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 TURN_ID_PATTERN = SESSION_ID_PATTERN
 
 
+def _session_tag(session_id: str) -> str:
+    """Every per-session key starts ``tw:{SESSION}:``: the braces are a Redis Cluster hash tag,
+    so all of a session's keys live in one slot and one Lua script may touch them together."""
+    return f"{KEY_PREFIX}:{{{session_id}}}"
+
+
 def session_key(session_id: str) -> str:
-    """Hash: the session's metadata (model, counts, running summary, window start)."""
-    return f"{KEY_PREFIX}:session:{session_id}"
+    """Hash: the session's metadata (model, counts, running summary, window start, digest)."""
+    return f"{_session_tag(session_id)}:session"
 
 
 def transcript_key(session_id: str) -> str:
     """List: every message ever ingested, as JSON entries; compression never trims it."""
-    return f"{KEY_PREFIX}:transcript:{session_id}"
+    return f"{_session_tag(session_id)}:transcript"
 
 
-def turn_key(session_id: str, turn_id: str) -> str:
-    """Hash: one turn's state (status, attempt, published text, seq counter)."""
-    return f"{KEY_PREFIX}:turn:{session_id}:{turn_id}"
-
-
-def turn_lease_key(session_id: str, turn_id: str) -> str:
-    """String: the id of the task generating a turn's reply (one generator per turn)."""
-    return f"{turn_key(session_id, turn_id)}:lease"
-
-
-def turn_text_key(session_id: str, turn_id: str) -> str:
-    """String: the reply text already published for a turn (what subscribers have seen)."""
-    return f"{KEY_PREFIX}:text:{session_id}:{turn_id}"
+def turns_key(session_id: str) -> str:
+    """Hash: the ledger of the session's turns. Field ``TURN`` holds the turn's record (JSON:
+    state, attempt, lease owner and expiry, retries); ``TURN:seq`` its event counter;
+    ``TURN:text`` the reply text already published; ``TURN:request`` a parked turn's task."""
+    return f"{_session_tag(session_id)}:turns"
 
 
 def turn_order_key(session_id: str) -> str:
     """Sorted set: turns waiting for or holding the session, by arrival (per-session FIFO)."""
-    return f"{KEY_PREFIX}:order:{session_id}"
+    return f"{_session_tag(session_id)}:order"
+
+
+def tool_calls_key(session_id: str) -> str:
+    """Set: ids of every tool call the session's assistant messages made (answers must match)."""
+    return f"{_session_tag(session_id)}:calls"
 
 
 def events_stream_key(session_id: str) -> str:
     """Stream: every event of the session, capped, for replay by entry id."""
-    return f"{KEY_PREFIX}:events:{session_id}"
+    return f"{_session_tag(session_id)}:events"
 
 
 def events_channel(session_id: str) -> str:
     """Pub/sub channel: the same events, live."""
-    return f"{KEY_PREFIX}:channel:{session_id}"
+    return f"{_session_tag(session_id)}:channel"
+
+
+def session_keys(session_id: str) -> list[str]:
+    """Every key a session owns: deleting these deletes all of it."""
+    return [
+        session_key(session_id),
+        transcript_key(session_id),
+        turns_key(session_id),
+        turn_order_key(session_id),
+        tool_calls_key(session_id),
+        events_stream_key(session_id),
+    ]
 
 
 SESSIONS_INDEX_KEY = f"{KEY_PREFIX}:sessions"
 """Sorted set: session id -> last activity (unix seconds); drives listing and expiry."""
-ARRIVAL_COUNTER_KEY = f"{KEY_PREFIX}:arrivals"
-"""Counter that orders turns by arrival across all workers."""
 METRICS_KEY = f"{KEY_PREFIX}:metrics"
 """Hash of counters shared by all workers (see ``workers.metrics``)."""
 LATENCY_KEY = f"{KEY_PREFIX}:latency"

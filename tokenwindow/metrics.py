@@ -8,11 +8,12 @@ the hash into nested JSON. Field names are ``name`` or ``name:label`` (e.g.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import redis
 
-from tokenwindow.constants import LATENCY_KEY, METRICS_KEY
+from tokenwindow.constants import LATENCY_KEY, METRICS_KEY, SESSIONS_INDEX_KEY
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, float("inf"))
 """Upper bounds (seconds) of the queue-to-first-token histogram, Prometheus style."""
@@ -33,25 +34,43 @@ COUNTERS = (
 )
 
 
+Count = tuple[str, str | None, int]
+"""(counter name, label or None, amount)."""
+
+
 class MetricsRecorder:
-    """Increments shared counters; every call is one round trip."""
+    """Moves shared counters; every call is one round trip, however many figures it carries.
+
+    These are global keys, written apart from any session's scripts (they live in another
+    Redis Cluster slot).
+    """
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
 
     def incr(self, name: str, label: str | None = None, amount: int = 1) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hincrby(METRICS_KEY, name, amount)
-        if label is not None:
-            pipe.hincrby(METRICS_KEY, f"{name}:{label}", amount)
-        pipe.execute()
+        self.record([(name, label, amount)])
 
-    def observe_first_token(self, seconds: float) -> None:
-        bucket = next(b for b in LATENCY_BUCKETS if seconds <= b)
+    def record(
+        self,
+        counts: Iterable[Count],
+        *,
+        first_token_seconds: float | None = None,
+        active_session: str | None = None,
+    ) -> None:
+        """Counters, optionally a first-token latency and a session's last activity, at once."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hincrby(LATENCY_KEY, f"le:{bucket}", 1)
-        pipe.hincrby(LATENCY_KEY, "count", 1)
-        pipe.hincrbyfloat(LATENCY_KEY, "sum", seconds)
+        for name, label, amount in counts:
+            pipe.hincrby(METRICS_KEY, name, amount)
+            if label is not None:
+                pipe.hincrby(METRICS_KEY, f"{name}:{label}", amount)
+        if first_token_seconds is not None:
+            bucket = next(b for b in LATENCY_BUCKETS if first_token_seconds <= b)
+            pipe.hincrby(LATENCY_KEY, f"le:{bucket}", 1)
+            pipe.hincrby(LATENCY_KEY, "count", 1)
+            pipe.hincrbyfloat(LATENCY_KEY, "sum", first_token_seconds)
+        if active_session is not None:
+            pipe.zadd(SESSIONS_INDEX_KEY, {active_session: time.time()})
         pipe.execute()
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 import strategies
 from strategies.base import CompressionRequest, CompressionResult, Summarizer
 from strategies.chunking import chunked
@@ -89,6 +91,7 @@ class Compression:
             summarizer=self.summarizer,
             recent_share=settings.recent_share,
             provider=provider,
+            interrupts=(SoftTimeLimitExceeded,),
         )
 
     @property

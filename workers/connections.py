@@ -1,6 +1,7 @@
 """Per-process Redis connections and the stores built on them.
 
-Built on first use in each worker process (after fork), never at import time.
+Built on first use in each worker process (after fork), never at import time. The clients are
+thread-safe connection pools, shared by every task thread of a ``threads`` pool.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import redis
 from tokenwindow.eventlog import EventLog
 from tokenwindow.metrics import MetricsRecorder
 from tokenwindow.settings import get_settings
+from workers.ledger import Ledger, Limits
 from workers.session_store import SessionStore
 
 STALE_TURN_MARGIN_SECONDS = 120
-"""A turn holding its session with no heartbeat for the longest task plus this is evicted."""
+"""A head of queue with no transition for the longest task plus this is evicted; a generating
+head, this long after its lease expired."""
 
 
 @functools.cache
@@ -25,12 +28,20 @@ def get_redis() -> redis.Redis:
 
 @functools.cache
 def get_store() -> SessionStore:
+    return SessionStore(get_redis())
+
+
+@functools.cache
+def get_ledger() -> Ledger:
     settings = get_settings()
-    return SessionStore(
-        get_redis(),
+    limits = Limits(
         ttl_seconds=settings.session_ttl_seconds,
-        stale_after=settings.longest_task_seconds + STALE_TURN_MARGIN_SECONDS,
+        maxlen=settings.stream_maxlen,
+        lease_seconds=settings.completion_time_limit,
+        stale_seconds=settings.longest_task_seconds + STALE_TURN_MARGIN_SECONDS,
+        lease_grace_seconds=STALE_TURN_MARGIN_SECONDS,
     )
+    return Ledger(get_redis(), limits)
 
 
 @functools.cache

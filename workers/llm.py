@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypedDict, Unpack
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from strategies.summary import summary_prompt
 from tokenwindow.errors import (
     ContextWindowExceededError,
@@ -103,11 +105,11 @@ def _gemini_stream_client(timeout: float) -> Any:
     return HTTPHandler(timeout=timeout)
 
 
-def _send(spec: ModelSpec, messages: list[Message], options: RequestOptions, **extra: Any) -> Any:
-    """One ``litellm.completion`` call with our defaults; provider errors become ours."""
-    litellm = load_litellm()
-    settings = options.get("settings") or get_settings()
-    timeout = options.get("timeout")
+def request_for(
+    spec: ModelSpec, messages: list[Message], params: dict[str, Any], settings: Settings
+) -> dict[str, Any]:
+    """litellm keyword arguments for one call: our defaults, the model's endpoint, the params."""
+    timeout = params.pop("timeout", None)
     request: dict[str, Any] = {
         "model": spec.litellm_model,
         "messages": messages,
@@ -115,17 +117,27 @@ def _send(spec: ModelSpec, messages: list[Message], options: RequestOptions, **e
         "num_retries": 0,
         "max_retries": 0,
     }
-    optional = {
-        "api_base": spec.api_base,
-        "api_key": _api_key(spec, settings),
+    optional = {"api_base": spec.api_base, "api_key": _api_key(spec, settings), **params}
+    request.update({k: v for k, v in optional.items() if v is not None})
+    return request
+
+
+def _send(spec: ModelSpec, messages: list[Message], options: RequestOptions, **extra: Any) -> Any:
+    """One ``litellm.completion`` call with our defaults; provider errors become ours."""
+    litellm = load_litellm()
+    settings = options.get("settings") or get_settings()
+    params = {
+        "timeout": options.get("timeout"),
         "max_tokens": options.get("max_tokens"),
         "temperature": options.get("temperature"),
     }
-    request.update({k: v for k, v in optional.items() if v is not None})
+    request = request_for(spec, messages, params, settings)
     if extra.get("stream") and spec.litellm_model.startswith("gemini/"):
         request["client"] = _gemini_stream_client(request["timeout"])
     try:
         return litellm.completion(**request, **extra)
+    except SoftTimeLimitExceeded:
+        raise
     except Exception as exc:
         raise map_error(exc, spec, messages) from None
 

@@ -1,0 +1,295 @@
+"""The turn ledger: every state a turn can be in, every transition, and the event each publishes.
+
+A turn's record lives in its session's ledger hash (``tw:{SESSION}:turns``, see
+``tokenwindow.constants``). Each transition is one Lua script (``workers/lua/``) that receives
+all seven of the session's keys in KEYS, so it is atomic and touches one Redis Cluster slot:
+a kill -9 or a Redis error between two transitions leaves the turn in a state from which a
+redelivered task finishes it, once, or fails it with a clear event.
+
+::
+
+    new ──park──▶ waiting ──ingest──▶ ingested ──begin──▶ generating ──finish──▶ completed
+     └────────────ingest───────────────▲    │  ▲              │ ▲  │
+                            compress_first  │  └────retry─────┘ └begin (lease expired)
+                                            ▼                      │
+                                       compressing ──begin─────────┘
+    any state but completed ──fail/evict──▶ failed
+
+Turns of one session run one at a time, in arrival order: a turn that is not at the head of
+its session's queue parks its task request, and the turn ahead hands it on (sends it again)
+when it ends. A head that stops making progress is evicted by the next arrival once its stale
+mark passes. Generation is guarded by a lease (task id and expiry): a redelivered task keeps
+its id and takes its own lease back at once; a duplicate waits for the lease to expire.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from tokenwindow.constants import (
+    events_channel,
+    events_stream_key,
+    session_key,
+    tool_calls_key,
+    transcript_key,
+    turn_order_key,
+    turns_key,
+)
+from tokenwindow.counting import message_key
+from tokenwindow.eventlog import EMIT_LUA, encode_event
+from tokenwindow.events import EventType
+from tokenwindow.messages import Message, tool_call_ids
+from tokenwindow.sessions import Entry, text_of_reply
+
+LUA_DIR = Path(__file__).with_name("lua")
+EVICTED_MESSAGE = "the turn ahead stopped making progress and was abandoned"
+
+
+class TurnState(StrEnum):
+    """Where a turn is; ``new`` means the ledger has no record of it yet."""
+
+    NEW = "new"
+    WAITING = "waiting"
+    """Queued behind another turn of its session; its task request is parked in the ledger."""
+    INGESTED = "ingested"
+    """Its new messages are in the transcript; next it generates, or compresses first."""
+    COMPRESSING = "compressing"
+    """Over the hard threshold: a compression task runs, and generation follows it."""
+    GENERATING = "generating"
+    """A task holds the generation lease and streams the reply."""
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+TERMINAL = frozenset((TurnState.COMPLETED, TurnState.FAILED))
+LIVE = frozenset(TurnState) - TERMINAL
+
+
+@dataclass(frozen=True)
+class Transition:
+    sources: frozenset[TurnState]
+    target: TurnState
+    event: EventType | None
+    script: str
+
+
+TRANSITIONS: dict[str, Transition] = {
+    "park": Transition(
+        frozenset((TurnState.NEW, TurnState.WAITING)), TurnState.WAITING, None, "ingest"
+    ),
+    "ingest": Transition(
+        frozenset((TurnState.NEW, TurnState.WAITING)),
+        TurnState.INGESTED,
+        EventType.TURN_STARTED,
+        "ingest",
+    ),
+    "compress_first": Transition(
+        frozenset((TurnState.INGESTED,)), TurnState.COMPRESSING, None, "advance"
+    ),
+    "begin": Transition(
+        frozenset((TurnState.INGESTED, TurnState.COMPRESSING, TurnState.GENERATING)),
+        TurnState.GENERATING,
+        None,
+        "advance",
+    ),
+    "retry": Transition(frozenset((TurnState.GENERATING,)), TurnState.INGESTED, None, "advance"),
+    "finish": Transition(
+        frozenset((TurnState.GENERATING,)), TurnState.COMPLETED, EventType.TURN_COMPLETED, "finish"
+    ),
+    "fail": Transition(LIVE, TurnState.FAILED, EventType.TURN_FAILED, "finish"),
+    "evict": Transition(LIVE - {TurnState.NEW}, TurnState.FAILED, EventType.TURN_FAILED, "ingest"),
+}
+"""Every allowed move. A script refuses any other (the caller sees ``skip``); ``evict`` is done
+inside ``ingest`` to the stale head of the queue."""
+
+
+def _sources(name: str) -> str:
+    return ",".join(sorted(TRANSITIONS[name].sources))
+
+
+@dataclass
+class Outcome:
+    """What a transition script answered."""
+
+    outcome: str
+    state: str = ""
+    handoff: dict[str, Any] | None = None
+    """The parked task request of the turn now at the head of the session, to send again."""
+    record: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    entries: list[Entry] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, header: str | bytes, entries: Sequence[Any] = ()) -> Outcome:
+        data = json.loads(text_of_reply(header))
+        handoff = data.pop("handoff", None)
+        return cls(
+            outcome=data.pop("outcome"),
+            state=data.pop("state", ""),
+            handoff=json.loads(handoff) if isinstance(handoff, str) else None,
+            record=data.pop("record", None) or {},
+            data=data,
+            entries=[Entry.loads(raw) for raw in entries],
+        )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Timing rules of the ledger, from the settings."""
+
+    ttl_seconds: int
+    maxlen: int
+    lease_seconds: int
+    """How long a generation lease lasts: the completion time limit."""
+    stale_seconds: int
+    """A head of queue that makes no transition for this long is evicted by the next arrival."""
+    lease_grace_seconds: int
+    """A generating head is stale this long after its lease expires."""
+
+
+def _keys(session_id: str) -> list[str]:
+    return [
+        session_key(session_id),
+        transcript_key(session_id),
+        turns_key(session_id),
+        turn_order_key(session_id),
+        tool_calls_key(session_id),
+        events_stream_key(session_id),
+        events_channel(session_id),
+    ]
+
+
+def _load(name: str) -> str:
+    common = (LUA_DIR / "common.lua").read_text(encoding="utf-8")
+    return EMIT_LUA + common + (LUA_DIR / f"{name}.lua").read_text(encoding="utf-8")
+
+
+class Ledger:
+    """Runs the transitions over one synchronous Redis client (standalone or cluster)."""
+
+    def __init__(self, client: redis.Redis, limits: Limits) -> None:
+        self.redis = client
+        self.limits = limits
+        self._scripts = {name: client.register_script(_load(name)) for name in _SCRIPTS}
+
+    def _run(self, name: str, session_id: str, header: dict[str, Any], *extra: str) -> Any:
+        head = {
+            "sid": session_id,
+            "now": time.time(),
+            "ttl": self.limits.ttl_seconds,
+            "maxlen": self.limits.maxlen,
+            "stale_after": self.limits.stale_seconds,
+            **header,
+        }
+        args = [json.dumps(head, ensure_ascii=False, separators=(",", ":")), *extra]
+        return self._scripts[name](keys=_keys(session_id), args=args)
+
+    # --- ingest (and park, and evict) ------------------------------------------------------
+    def ingest(
+        self,
+        session_id: str,
+        turn_id: str,
+        entries: Sequence[Entry],
+        *,
+        request: dict[str, Any],
+        model: str,
+        strategy: str,
+        encoding: str,
+    ) -> Outcome:
+        """Join the session's queue and, at its head, append the new suffix of ``entries``."""
+        messages = [e.message for e in entries]
+        header = {
+            "tid": turn_id,
+            "sources": _sources("ingest"),
+            "digests": [message_key(m) for m in messages],
+            "tokens": [e.tokens for e in entries],
+            "calls": [list(tool_call_ids(m)) for m in messages],
+            "answers": [_answer(m) for m in messages],
+            "request": json.dumps(request, ensure_ascii=False, separators=(",", ":")),
+            "model": model,
+            "strategy": strategy,
+            "encoding": encoding,
+            "evicted_message": EVICTED_MESSAGE,
+            "started": encode_event(session_id, turn_id, EventType.TURN_STARTED, {"model": model}),
+        }
+        return Outcome.parse(self._run("ingest", session_id, header, *(e.dumps() for e in entries)))
+
+    # --- moves between live states ---------------------------------------------------------
+    def compress_first(self, session_id: str, turn_id: str) -> Outcome:
+        return self._advance("compress_first", session_id, turn_id, owner="")
+
+    def begin(
+        self, session_id: str, turn_id: str, owner: str, *, compression_sent: bool = False
+    ) -> Outcome:
+        """Take the generation lease; with it come the published text and the working window."""
+        extra: dict[str, Any] = {
+            "lease_seconds": self.limits.lease_seconds,
+            "stale_after": self.limits.lease_grace_seconds,
+        }
+        if compression_sent:
+            extra["set"] = {"compression_sent": True}
+        return self._advance("begin", session_id, turn_id, owner=owner, **extra)
+
+    def retry(
+        self, session_id: str, turn_id: str, owner: str, *, count: str, **fields: Any
+    ) -> Outcome:
+        """Give the lease back before a retry, counting it under ``count``."""
+        return self._advance("retry", session_id, turn_id, owner=owner, count=count, set=fields)
+
+    def _advance(self, name: str, session_id: str, turn_id: str, **extra: Any) -> Outcome:
+        header = {"tid": turn_id, "sources": _sources(name), "target": TRANSITIONS[name].target}
+        reply = self._run("advance", session_id, {**header, **extra})
+        return Outcome.parse(reply[0], reply[1:])
+
+    # --- terminal --------------------------------------------------------------------------
+    def finish(
+        self,
+        session_id: str,
+        turn_id: str,
+        owner: str,
+        reply: Entry,
+        summary: dict[str, Any],
+    ) -> Outcome:
+        """Append the reply, publish ``turn_completed``, hand the session on."""
+        header = {
+            "tid": turn_id,
+            "owner": owner,
+            "sources": _sources("finish"),
+            "target": TurnState.COMPLETED,
+            "digest": message_key(reply.message),
+            "tokens": reply.tokens,
+            "calls": list(tool_call_ids(reply.message)),
+            "body": encode_event(session_id, turn_id, EventType.TURN_COMPLETED, summary),
+        }
+        return Outcome.parse(self._run("finish", session_id, header, reply.dumps()))
+
+    def fail(self, session_id: str, turn_id: str, owner: str, error: dict[str, Any]) -> Outcome:
+        """Publish ``turn_failed`` and hand the session on; ``owner`` is "" outside generation."""
+        header = {
+            "tid": turn_id,
+            "owner": owner,
+            "sources": _sources("fail"),
+            "target": TurnState.FAILED,
+            "body": encode_event(session_id, turn_id, EventType.TURN_FAILED, error),
+        }
+        return Outcome.parse(self._run("finish", session_id, header))
+
+    def record(self, session_id: str, turn_id: str) -> dict[str, Any]:
+        raw = self.redis.hget(turns_key(session_id), turn_id)
+        return json.loads(text_of_reply(raw)) if raw else {}
+
+
+_SCRIPTS = ("ingest", "advance", "finish")
+
+
+def _answer(message: Message) -> str:
+    call_id = message.get("tool_call_id") if message["role"] == "tool" else None
+    return str(call_id) if call_id else ""

@@ -1,0 +1,79 @@
+-- Shared by every ledger script (after eventlog's emit). KEYS are always, in this order:
+-- 1 session hash, 2 transcript list, 3 ledger hash, 4 order zset, 5 tool-call set,
+-- 6 event stream, 7 channel. ARGV[1] is a JSON header; later ARGV are raw transcript entries.
+local S, T, TURNS, ORDER, CALLS, EVENTS, CHANNEL =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local h = cjson.decode(ARGV[1])
+local tid, now = h.tid, tonumber(h.now)
+
+local function load_turn(turn_id)
+  local raw = redis.call('HGET', TURNS, turn_id)
+  if raw then return cjson.decode(raw) end
+  return nil
+end
+
+local function save_turn(turn_id, rec)
+  redis.call('HSET', TURNS, turn_id, cjson.encode(rec))
+end
+
+local function state_of(rec)
+  if rec then return rec.state end
+  return 'new'
+end
+
+local function allowed(sources, state)
+  return string.find(',' .. sources .. ',', ',' .. state .. ',', 1, true) ~= nil
+end
+
+local function terminal(state)
+  return state == 'completed' or state == 'failed'
+end
+
+local function touch(ttl)
+  for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ttl) end
+end
+
+-- The session's head turn, if it is parked: its task request, for the caller to send again.
+-- Handing on refreshes its stale mark, so a lost hand-on is evicted by the next arrival.
+local function handoff()
+  local head = redis.call('ZRANGE', ORDER, 0, 0)[1]
+  if not head then return false end
+  local rec = load_turn(head)
+  if rec and rec.state == 'waiting' then
+    rec.stale_at = now + tonumber(h.stale_after)
+    save_turn(head, rec)
+    return redis.call('HGET', TURNS, head .. ':request') or false
+  end
+  return false
+end
+
+-- Append transcript entries ARGV[first..] with their digests, tokens and tool calls.
+local function append(first, digests, tokens, calls)
+  local digest = redis.call('HGET', S, 'digest') or ''
+  local added = 0
+  for i = 1, #digests do
+    redis.call('RPUSH', T, ARGV[first + i - 1])
+    digest = redis.sha1hex(digest .. digests[i])
+    added = added + tokens[i]
+    for _, id in ipairs(calls[i]) do redis.call('SADD', CALLS, id) end
+  end
+  redis.call('HSET', S, 'digest', digest, 'updated_at', h.now)
+  redis.call('HINCRBY', S, 'messages', #digests)
+  redis.call('HINCRBY', S, 'window_tokens', added)
+  redis.call('HINCRBY', S, 'total_tokens', added)
+end
+
+-- End a turn: publish its terminal event, record the state, leave the session's queue.
+local function finish_turn(turn_id, rec, state, body)
+  emit(TURNS, EVENTS, CHANNEL, turn_id, body, h.maxlen, h.ttl)
+  rec.state, rec.owner, rec.lease_until = state, nil, nil
+  save_turn(turn_id, rec)
+  redis.call('HDEL', TURNS, turn_id .. ':text', turn_id .. ':tools', turn_id .. ':request')
+  redis.call('ZREM', ORDER, turn_id)
+end
+
+local function reply(outcome, extra)
+  local out = extra or {}
+  out.outcome = outcome
+  return cjson.encode(out)
+end

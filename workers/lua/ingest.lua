@@ -1,0 +1,65 @@
+-- Transitions park and ingest. Join the session's queue; at its head, append the request's new
+-- suffix once (a resent history is recognised by the chained digest), check that every tool
+-- result answers a known call, and publish turn_started. Elsewhere in the queue, park the task
+-- request for the turn ahead to hand on. A head whose stale mark passed is evicted first.
+local rec = load_turn(tid)
+local state = state_of(rec)
+if terminal(state) then return reply('done', {state = state, handoff = handoff()}) end
+if not allowed(h.sources, state) then return reply('skip', {state = state}) end
+if not redis.call('ZSCORE', ORDER, tid) then
+  redis.call('ZADD', ORDER, redis.call('HINCRBY', S, 'arrivals', 1), tid)
+end
+local head = redis.call('ZRANGE', ORDER, 0, 0)[1]
+if head ~= tid then
+  local other = load_turn(head)
+  if other == nil or terminal(other.state) or tonumber(other.stale_at or 0) < now then
+    if other ~= nil and not terminal(other.state) then
+      local body = cjson.encode({type = 'turn_failed', session_id = h.sid, turn_id = head,
+        ts = now, code = 'abandoned', message = h.evicted_message})
+      finish_turn(head, other, 'failed', body)
+    else
+      redis.call('ZREM', ORDER, head)
+    end
+    head = redis.call('ZRANGE', ORDER, 0, 0)[1]
+  end
+end
+rec = rec or {}
+if head ~= tid then
+  rec.state, rec.since = 'waiting', now
+  save_turn(tid, rec)
+  redis.call('HSET', TURNS, tid .. ':request', h.request)
+  touch(h.ttl)
+  return reply('parked')
+end
+local n, first = #h.digests, 1
+local stored = tonumber(redis.call('HGET', S, 'messages') or '0')
+if stored > 0 and n > stored then
+  local chained = ''
+  for i = 1, stored do chained = redis.sha1hex(chained .. h.digests[i]) end
+  if chained == (redis.call('HGET', S, 'digest') or '') then first = stored + 1 end
+end
+local made = {}
+for i = first, n do
+  for _, id in ipairs(h.calls[i]) do made[id] = true end
+  local answer = h.answers[i]
+  if answer ~= '' and not made[answer] and redis.call('SISMEMBER', CALLS, answer) == 0 then
+    return reply('invalid', {index = i - 1, tool_call_id = answer})
+  end
+end
+local digests, tokens, calls = {}, {}, {}
+for i = first, n do
+  digests[#digests + 1], tokens[#tokens + 1], calls[#calls + 1] =
+    h.digests[i], h.tokens[i], h.calls[i]
+end
+append(first + 1, digests, tokens, calls)
+redis.call('HSET', S, 'model', h.model, 'strategy', h.strategy)
+redis.call('HSETNX', S, 'encoding', h.encoding)
+redis.call('HSETNX', S, 'created_at', h.now)
+rec.state, rec.since, rec.stale_at = 'ingested', now, now + tonumber(h.stale_after)
+save_turn(tid, rec)
+redis.call('HDEL', TURNS, tid .. ':request')
+emit(TURNS, EVENTS, CHANNEL, tid, h.started, h.maxlen, h.ttl)
+touch(h.ttl)
+local meta = redis.call('HMGET', S, 'window_tokens', 'encoding')
+return reply('ingested', {appended = #digests, window_tokens = tonumber(meta[1]),
+  encoding = meta[2], record = rec})

@@ -1,0 +1,167 @@
+"""Streamed events at real load: Redis work follows time, not chunk count.
+
+Every reply being streamed in this process has an outbox. Deltas that arrive within one flush
+interval (``TOKENWINDOW_STREAM_FLUSH_MS``) are coalesced into one ``token`` event, and one
+pipelined round trip carries every outbox's events of that interval, each outbox as one atomic
+publish script (``tokenwindow.eventlog.PUBLISH_LUA``). With an interval of 0 each delta is its
+own event, still pipelined with whatever else is ready in the same loop iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis.asyncio
+import redis.exceptions
+
+from tokenwindow.eventlog import (
+    KIND_RESET,
+    KIND_TOKEN,
+    KIND_TOOL,
+    PUBLISH_LUA,
+    encode_event,
+    event_keys,
+    publish_args,
+)
+from tokenwindow.events import EventType
+from workers.reply import Action
+
+
+class Outbox:
+    """One reply's events not yet in Redis, in order; adjacent text is joined."""
+
+    def __init__(self, publisher: StreamPublisher, session_id: str, turn_id: str, attempt: int):
+        self.session_id = session_id
+        self.turn_id = turn_id
+        self.attempt = attempt
+        self._publisher = publisher
+        self._pending: list[list[Any]] = []
+        self._flushed: asyncio.Future[None] | None = None
+
+    def put(self, actions: list[Action]) -> None:
+        for kind, payload in actions:
+            if kind == "token" and self._pending and self._pending[-1][0] == KIND_TOKEN:
+                self._pending[-1][1] += payload
+            elif kind == "token":
+                self._pending.append([KIND_TOKEN, payload])
+            else:
+                self._pending.append([KIND_TOOL if kind == "tool" else KIND_RESET, payload])
+        if actions:
+            self._publisher.ready(self)
+
+    def take(self) -> list[tuple[str, str, str]]:
+        """The pending events as publish-script triples (kind, body, text)."""
+        batch, self._pending = self._pending, []
+        sid, tid, attempt = self.session_id, self.turn_id, self.attempt
+        out: list[tuple[str, str, str]] = []
+        for kind, payload in batch:
+            if kind == KIND_TOKEN:
+                fields = {"text": payload, "attempt": attempt}
+                out.append((kind, encode_event(sid, tid, EventType.TOKEN, fields), payload))
+            elif kind == KIND_TOOL:
+                fields = {**payload, "attempt": attempt}
+                out.append((kind, encode_event(sid, tid, EventType.TOOL_CALL, fields), ""))
+            else:
+                fields = {"attempt": attempt}
+                out.append((kind, encode_event(sid, tid, EventType.TURN_RESTARTED, fields), ""))
+        return out
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending)
+
+    async def drain(self) -> None:
+        """Return once everything put so far is in Redis (raises what the flush raised)."""
+        while self._pending or self._flushed is not None:
+            if self._flushed is None:
+                self._publisher.ready(self, now=True)
+            waiter = self._flushed
+            if waiter is not None:
+                await asyncio.shield(waiter)
+
+
+class StreamPublisher:
+    """Flushes every outbox of this event loop on one clock."""
+
+    def __init__(
+        self, client: redis.asyncio.Redis, *, flush_ms: int, maxlen: int, ttl_seconds: int
+    ) -> None:
+        self._client = client
+        self._sha: str | None = None
+        self._interval = flush_ms / 1000
+        self._maxlen = maxlen
+        self._ttl = ttl_seconds
+        self._ready: dict[int, Outbox] = {}
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+
+    def outbox(self, session_id: str, turn_id: str, attempt: int) -> Outbox:
+        return Outbox(self, session_id, turn_id, attempt)
+
+    def ready(self, outbox: Outbox, *, now: bool = False) -> None:
+        self._ready[id(outbox)] = outbox
+        loop = asyncio.get_running_loop()
+        if now and isinstance(self._timer, asyncio.TimerHandle):
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None:
+            if now or self._interval == 0:
+                self._timer = loop.call_soon(self._start_flush)
+            else:
+                self._timer = loop.call_later(self._interval, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._timer = None
+        batch = [o for o in self._ready.values() if o.pending]
+        self._ready.clear()
+        if not batch:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for outbox in batch:
+            outbox._flushed = done
+        task = asyncio.ensure_future(self._flush(batch, done))
+        task.add_done_callback(lambda _: None)
+
+    async def _flush(self, batch: list[Outbox], done: asyncio.Future[None]) -> None:
+        calls = [
+            (
+                event_keys(o.session_id),
+                publish_args(o.turn_id, self._maxlen, self._ttl, o.take()),
+            )
+            for o in batch
+        ]
+        try:
+            await self._send(calls)
+        except BaseException as exc:
+            done.set_exception(exc)
+            done.exception()  # marked retrieved: each waiter re-raises it from drain()
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            done.set_result(None)
+        finally:
+            for outbox in batch:
+                if outbox._flushed is done:
+                    outbox._flushed = None
+
+    async def _send(self, calls: list[tuple[list[str], list[str | int]]]) -> None:
+        """One pipelined round trip; scripts a restarted Redis forgot are loaded and re-run."""
+        for _ in range(2):
+            if self._sha is None:
+                self._sha = str(await self._client.script_load(PUBLISH_LUA))
+            pipe = self._client.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(self._sha, len(keys), *keys, *args)
+            results = await pipe.execute(raise_on_error=False)
+            errors = [r for r in results if isinstance(r, Exception)]
+            missing = [c for c, r in zip(calls, results, strict=True) if _is_noscript(r)]
+            if len(missing) < len(errors):
+                raise next(e for e in errors if not _is_noscript(e))
+            if not missing:
+                return
+            self._sha, calls = None, missing
+        raise redis.exceptions.NoScriptError("publish script could not be loaded")
+
+
+def _is_noscript(result: object) -> bool:
+    return isinstance(result, redis.exceptions.NoScriptError)

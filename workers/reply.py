@@ -1,0 +1,98 @@
+"""One attempt at a reply: what it says, and which of it subscribers have not seen yet.
+
+A redelivered or retried completion regenerates from the start. While its text matches what
+earlier attempts published, nothing is re-sent; past that point only new text goes out. If it
+diverges (or earlier attempts had published tool calls, which cannot be matched piecewise),
+the turn restarts: consumers are told to drop this turn's output so far, and it is sent again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from workers.provider_stream import StreamDelta
+
+Action = tuple[Literal["token", "tool", "reset"], Any]
+"""("token", text) | ("tool", {index, id, name, arguments}) | ("reset", None)."""
+
+
+@dataclass
+class ToolCall:
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+    def openai(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass
+class ReplyTracker:
+    """Feeds deltas in, yields the publishing actions that keep delivery exactly-once."""
+
+    published: str
+    tools_published: bool = False
+    text: str = ""
+    calls: dict[int, ToolCall] = field(default_factory=dict)
+    _sent: int = -1
+    _restarted: bool = False
+
+    def __post_init__(self) -> None:
+        self._sent = len(self.published)
+
+    def _restart(self) -> list[Action]:
+        self._restarted, self._sent = True, 0
+        return [("reset", None)]
+
+    def feed(self, delta: StreamDelta) -> list[Action]:
+        actions: list[Action] = []
+        if delta.text:
+            self.text += delta.text
+            seen = self.published
+            if not self._restarted and not (
+                seen.startswith(self.text) or self.text.startswith(seen)
+            ):
+                actions += self._restart()
+            if len(self.text) > self._sent:
+                actions.append(("token", self.text[self._sent :]))
+                self._sent = len(self.text)
+        for fragment in delta.tool_calls:
+            if not self._restarted and (self.tools_published or len(self.text) < self._sent):
+                actions += self._restart()
+                if self.text:
+                    actions.append(("token", self.text))
+                    self._sent = len(self.text)
+            call = self.calls.setdefault(fragment.index, ToolCall())
+            call.id = call.id or (fragment.id or "")
+            call.name = call.name or (fragment.name or "")
+            call.arguments += fragment.arguments
+            actions.append(
+                (
+                    "tool",
+                    {
+                        "index": fragment.index,
+                        "id": fragment.id,
+                        "name": fragment.name,
+                        "arguments": fragment.arguments,
+                    },
+                )
+            )
+        return actions
+
+    def end(self) -> list[Action]:
+        """The attempt ended inside text an earlier one had shown: replace, don't leave extra."""
+        stale_tools = self.tools_published and not self.calls
+        if self._restarted or (len(self.text) >= len(self.published) and not stale_tools):
+            return []
+        actions = self._restart()
+        if self.text:
+            actions.append(("token", self.text))
+        return actions
+
+    def tool_calls(self) -> list[dict[str, Any]]:
+        return [self.calls[i].openai() for i in sorted(self.calls)]
