@@ -32,14 +32,7 @@ import redis
 from bench.report import Row
 from bench.stack import MODEL, Stack
 from tokenwindow.client import TokenManagementClient
-from tokenwindow.constants import (
-    events_stream_key,
-    session_key,
-    transcript_key,
-    turn_key,
-    turn_order_key,
-    turn_text_key,
-)
+from tokenwindow.constants import session_keys
 from tokenwindow.events import EventType, is_terminal
 
 TURN_TIMEOUT_SECONDS = 60.0
@@ -266,18 +259,6 @@ async def fanout_delays(
     return delays
 
 
-def session_keys(client: redis.Redis, session_id: str) -> list[str]:
-    keys = [
-        session_key(session_id),
-        transcript_key(session_id),
-        events_stream_key(session_id),
-        turn_order_key(session_id),
-    ]
-    for pattern in (turn_key(session_id, "*"), turn_text_key(session_id, "*")):
-        keys.extend(k.decode() for k in client.scan_iter(match=pattern, count=1_000))
-    return keys
-
-
 async def session_memory(
     client: TokenManagementClient, redis_url: str, session_id: str
 ) -> tuple[int, int, dict[str, int]]:
@@ -289,10 +270,10 @@ async def session_memory(
     sync = redis.Redis.from_url(redis_url)
     try:
         by_kind: dict[str, int] = {}
-        for key in session_keys(sync, session_id):
+        for key in session_keys(session_id):
             size = sync.memory_usage(key, samples=0)
             if size is not None:
-                kind = key.split(":")[1]
+                kind = key.rsplit(":", 1)[1]
                 by_kind[kind] = by_kind.get(kind, 0) + int(size)
     finally:
         sync.close()

@@ -55,7 +55,14 @@ def compress_session(
     """
     handing_on = then is not None
     try:
-        _compress_session(self, session_id, turn_id, model, strategy, reason)
+        _compress_session(
+            self,
+            session_id=session_id,
+            turn_id=turn_id,
+            model=model,
+            strategy=strategy,
+            reason=reason,
+        )
     except Retry:
         handing_on = False
         raise
@@ -69,7 +76,7 @@ def compress_session(
 
 
 def _compress_session(
-    self: Task, session_id: str, turn_id: str, model: str, strategy: str, reason: str
+    self: Task, *, session_id: str, turn_id: str, model: str, strategy: str, reason: str
 ) -> None:
     settings, store, events = get_settings(), get_store(), get_events()
     spec = get_registry().get(model)

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis.exceptions
-from celery import Task
+from celery import Task, states
 from celery.exceptions import SoftTimeLimitExceeded
 
 from tasks.compression import compress_session
@@ -50,7 +52,7 @@ from workers.backoff import backoff
 from workers.compressor import FAILSAFE, Compression
 from workers.connections import get_events, get_ledger, get_metrics, get_redis, get_store
 from workers.engine import get_engine
-from workers.ledger import Outcome, TurnState
+from workers.ledger import LeaseLostError, Outcome, TurnState
 from workers.session_store import WorkingWindow, window_from
 from workers.streaming import Attempt, Reply, stream_reply
 
@@ -109,13 +111,30 @@ def _hand_on(outcome: Outcome) -> None:
         ingest_turn.apply_async(kwargs=outcome.handoff)
 
 
-def _fail(session_id: str, turn_id: str, owner: str, error: TokenWindowError) -> None:
+Failure = dict[str, Any] | None
+"""A failed turn's task result (code and message, never text); ``None`` keeps no result."""
+
+
+def _fail(
+    session_id: str,
+    turn_id: str,
+    owner: str,
+    error: TokenWindowError,
+    also: Sequence[Count] = (),
+) -> Failure:
     """End the turn with ``turn_failed``; metrics move first so a reader of the event sees them."""
-    get_metrics().record([("turns_failed", None, 1), ("errors", error.code, 1)])
+    get_metrics().record([("turns_failed", None, 1), ("errors", error.code, 1), *also])
     _hand_on(get_ledger().fail(session_id, turn_id, owner, error.to_dict()))
+    return {"status": "failed", "session_id": session_id, "turn_id": turn_id, **error.to_dict()}
 
 
-def _reject(kwargs: dict[str, Any], error: InvalidInputError) -> None:
+def _keep_failure(task: Task, failure: Failure) -> None:
+    """Turn tasks keep no results, except why a turn failed: a producer may ask for that."""
+    if failure is not None:
+        task.backend.store_result(task.request.id, failure, states.SUCCESS, request=task.request)
+
+
+def _reject(kwargs: dict[str, Any], error: InvalidInputError) -> Failure:
     """Bad task arguments: report on the session if it is identifiable, lose nothing else."""
     session_id, turn_id = kwargs.get("session_id"), kwargs.get("turn_id")
     if (
@@ -124,19 +143,19 @@ def _reject(kwargs: dict[str, Any], error: InvalidInputError) -> None:
         and SESSION_ID_PATTERN.fullmatch(session_id)
         and TURN_ID_PATTERN.fullmatch(turn_id)
     ):
-        _fail(session_id, turn_id, "", error)
-    else:
-        get_metrics().incr("errors", error.code)
+        return _fail(session_id, turn_id, "", error)
+    get_metrics().incr("errors", error.code)
+    return {"status": "failed", **error.to_dict()}
 
 
 @app.task(name=TASK_INGEST_TURN, bind=True, max_retries=None, acks_late=True, ignore_result=True)
 def ingest_turn(self: Task, *args: Any, **kwargs: Any) -> None:
     """Move a turn into its session (once per turn id), then answer it or compress first."""
     with _redis_outage(self, get_settings().completion_soft_time_limit):
-        _ingest_turn(self, args, kwargs)
+        _keep_failure(self, _ingest_turn(self, args, kwargs))
 
 
-def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Failure:
     try:
         if args:
             raise InvalidInputError(
@@ -144,15 +163,13 @@ def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> N
             )
         turn = TurnRequest.parse(kwargs)
     except InvalidInputError as exc:
-        _reject(kwargs, exc)
-        return
+        return _reject(kwargs, exc)
     settings, ledger = get_settings(), get_ledger()
     sid, tid = turn.session_id, turn.turn_id
     try:
         spec = get_registry().get(turn.model)
     except TokenWindowError as exc:
-        _fail(sid, tid, "", exc)
-        return
+        return _fail(sid, tid, "", exc)
     counter = counter_for(spec)
     strategy = str(turn.strategy or settings.default_strategy)
     entries = [Entry(m, counter.count_message(m), tid) for m in turn.typed_messages]
@@ -183,12 +200,11 @@ def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> N
     }
     if out.outcome == "done":
         _hand_on(out)
-        return
+        return None
     if out.outcome == "invalid":
         where = f"messages[{out.data['index']}].tool_call_id"
         message = f"{out.data['tool_call_id']!r:.80} answers no earlier assistant tool call"
-        _fail(sid, tid, "", InvalidInputError(f"{where}: {message}"))
-        return
+        return _fail(sid, tid, "", InvalidInputError(f"{where}: {message}"))
     if out.outcome == "skip":
         # A redelivery (or a second copy) of a turn already past ingest: carry on from there.
         if out.state == TurnState.COMPRESSING:
@@ -196,10 +212,10 @@ def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> N
                 kwargs={**compression, "reason": "hard", "then": generation.kwargs()}
             )
         elif out.state != TurnState.WAITING:
-            _generate(self, spec, generation)
-        return
+            return _generate(self, spec, generation)
+        return None
     if out.outcome != "ingested":  # parked: the turn ahead hands it on
-        return
+        return None
     get_metrics().record([("turns_submitted", None, 1)], active_session=sid)
     window = window_for(spec, settings, max_output_tokens=turn.max_tokens)
     if out.data.get("encoding") == counter.encoding_name:
@@ -213,12 +229,12 @@ def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> N
             compress_session.apply_async(
                 kwargs={**compression, "reason": str(pressure), "then": generation.kwargs()}
             )
-        return
+        return None
     proactive = pressure is Pressure.SOFT and not out.record.get("compression_sent")
     if proactive:
         # The next turn finds the window already small.
         compress_session.apply_async(kwargs={**compression, "reason": str(pressure)})
-    _generate(self, spec, generation, compression_sent=proactive)
+    return _generate(self, spec, generation, compression_sent=proactive)
 
 
 @app.task(name=TASK_COMPLETE_TURN, bind=True, max_retries=None, acks_late=True, ignore_result=True)
@@ -229,19 +245,18 @@ def complete_turn(self: Task, **kwargs: Any) -> None:
         try:
             spec = get_registry().get(generation.model)
         except TokenWindowError as exc:
-            _fail(generation.session_id, generation.turn_id, "", exc)
-            return
-        _generate(self, spec, generation)
+            failure = _fail(generation.session_id, generation.turn_id, "", exc)
+        else:
+            failure = _generate(self, spec, generation)
+        _keep_failure(self, failure)
 
 
 def _fit_window(
-    sid: str, tid: str, spec: ModelSpec, working: WorkingWindow, generation: Generation, scale: float
+    spec: ModelSpec, working: WorkingWindow, generation: Generation, *, scale: float
 ) -> list[Message]:
     """The working window, failsafed down if it would not fit: never send an oversized request."""
     settings = get_settings()
-    window = window_for(
-        spec, settings, max_output_tokens=generation.max_tokens, margin_scale=scale
-    )
+    window = window_for(spec, settings, max_output_tokens=generation.max_tokens, margin_scale=scale)
     if working.tokens <= window.usable_input:
         return working.messages
     result = Compression(
@@ -254,8 +269,8 @@ def _fit_window(
     ).run()
     get_metrics().record([("crashes_prevented", None, 1), ("failsafe_used", None, 1)])
     get_events().publish(
-        sid,
-        tid,
+        generation.session_id,
+        generation.turn_id,
         EventType.COMPRESSION_COMPLETED,
         strategy=FAILSAFE,
         reason="send_guard",
@@ -270,31 +285,40 @@ def _fit_window(
 
 def _generate(
     self: Task, spec: ModelSpec, generation: Generation, *, compression_sent: bool = False
-) -> None:
+) -> Failure:
     """Stream the reply of an ingested turn, once, however often this task runs."""
     settings, ledger = get_settings(), get_ledger()
-    sid, tid, owner = generation.session_id, generation.turn_id, str(self.request.id)
+    sid, tid = generation.session_id, generation.turn_id
+    owner = f"{self.request.id}:{uuid.uuid4().hex[:12]}"
     began = ledger.begin(sid, tid, owner, compression_sent=compression_sent)
     if began.outcome == "done":
         _hand_on(began)
+    if began.outcome == "busy":
+        # Another execution streams this turn. If it died, its lease runs out: then take over.
+        wait = max(float(began.data["lease_until"]) - time.time(), 0.0)
+        raise self.retry(countdown=wait + random.uniform(0.5, 1.5))
     if began.outcome != "generating":
-        return  # finished, or another task holds the lease and will finish it
+        return None  # finished, or not this task's to generate
     data, counter = began.data, counter_for(spec)
     scale = float(began.record.get("margin_scale", 1.0))
-    attempt = Attempt(sid, tid, int(began.record["attempt"]), data["published"], data["tools_published"])
+    called: list[Count] = [("provider_calls", spec.provider, 1)]
+    attempt = Attempt(
+        sid, tid, owner, int(began.record["attempt"]), data["published"], data["tools_published"]
+    )
     try:
         working = window_from(data, began.entries, counter)
-        messages = _fit_window(sid, tid, spec, working, generation, scale)
+        messages = _fit_window(spec, working, generation, scale=scale)
         reply = get_engine().run(
             stream_reply(
-                get_engine(), attempt, spec, messages, generation.chat_params(), settings
+                get_engine(), attempt, spec, messages, generation.chat_params(), settings=settings
             )
         )
     except ContextWindowExceededError as exc:
         if scale >= OVERFLOW_MARGIN_SCALE:
-            _fail(sid, tid, owner, exc)
-            return
-        get_metrics().record([("context_retries", None, 1), ("crashes_prevented", None, 1)])
+            return _fail(sid, tid, owner, exc, called)
+        get_metrics().record(
+            [("context_retries", None, 1), ("crashes_prevented", None, 1), *called]
+        )
         ledger.retry(sid, tid, owner, count="overflows", margin_scale=OVERFLOW_MARGIN_SCALE)
         raise self.retry(countdown=0) from None
     except ProviderError as exc:
@@ -302,16 +326,19 @@ def _generate(
             moved = ledger.retry(sid, tid, owner, count="retries")
             used = int(moved.record.get("retries", 0))
             if moved.outcome == "advanced" and used <= settings.max_retries:
-                get_metrics().record([("errors", exc.code, 1), ("provider_calls", spec.provider, 1)])
+                get_metrics().record(
+                    [("errors", exc.code, 1), ("provider_calls", spec.provider, 1)]
+                )
                 raise self.retry(countdown=backoff(used - 1, exc.retry_after)) from None
-        _fail(sid, tid, owner, exc)
-        return
+        return _fail(sid, tid, owner, exc, called)
     except (TimeoutError, SoftTimeLimitExceeded):
-        _fail(sid, tid, owner, ProviderTimeoutError("the turn ran past its time limit"))
-        return
+        return _fail(
+            sid, tid, owner, ProviderTimeoutError("the turn ran past its time limit"), called
+        )
     except TokenWindowError as exc:
-        _fail(sid, tid, owner, exc)
-        return
+        return _fail(sid, tid, owner, exc, called)
+    except LeaseLostError:
+        return None  # another execution took the turn over after our lease ran out
     except REDIS_ERRORS:
         raise  # waited out by _redis_outage, then run again
     except Exception:
@@ -319,17 +346,17 @@ def _generate(
         log.exception("turn failed unexpectedly", extra={"fields": {"session_id": sid}})
         _fail(sid, tid, owner, InternalError("the turn failed unexpectedly; see worker logs"))
         raise
-    _finish(sid, tid, owner, spec, generation, reply)
+    _finish(owner, spec, generation, reply)
+    return None
 
 
-def _finish(
-    sid: str, tid: str, owner: str, spec: ModelSpec, generation: Generation, reply: Reply
-) -> None:
+def _finish(owner: str, spec: ModelSpec, generation: Generation, reply: Reply) -> None:
     """Metrics first (a reader of ``turn_completed`` sees them), then the atomic finish."""
     message = reply.message()
     counts: list[Count] = [("turns_completed", None, 1), ("provider_calls", spec.provider, 1)]
     first = reply.first_delta_at
     latency = first - generation.submitted_at if first and generation.submitted_at else None
+    sid, tid = generation.session_id, generation.turn_id
     get_metrics().record(counts, first_token_seconds=latency, active_session=sid)
     entry = Entry(message, counter_for(spec).count_message(message), tid)
     _hand_on(get_ledger().finish(sid, tid, owner, entry, reply.summary()))

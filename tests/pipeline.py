@@ -70,6 +70,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             "TOKENWINDOW_MODELS_FILE": str(models_file(tmp / "models.yaml", provider)),
             "TOKENWINDOW_PROVIDER_TIMEOUT_SECONDS": "5",
             "TOKENWINDOW_MAX_RETRIES": "3",
+            "TOKENWINDOW_STREAM_FLUSH_MS": "0",
         }
         for key, value in env.items():
             patch.setenv(key, value)

@@ -16,8 +16,11 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import redis.asyncio
+import redis.exceptions
 
 from tokenwindow.settings import get_settings
+from workers.connections import get_ledger
+from workers.ledger import RENEW_SCRIPT, lua_source, renew_header, script_args
 from workers.publisher import StreamPublisher
 
 T = TypeVar("T")
@@ -38,6 +41,20 @@ class Engine:
             maxlen=settings.stream_maxlen,
             ttl_seconds=settings.session_ttl_seconds,
         )
+
+        self._renew = self.redis.register_script(lua_source(RENEW_SCRIPT))
+
+    async def keep_lease(self, session_id: str, turn_id: str, owner: str) -> None:
+        """Renew a turn's generation lease until cancelled; return if another task holds it."""
+        limits = get_ledger().limits
+        while True:
+            await asyncio.sleep(limits.lease_seconds / 3)
+            keys, args = script_args(session_id, limits, renew_header(turn_id, owner, limits))
+            try:
+                if not await self._renew(keys=keys, args=args):
+                    return
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                continue  # the stream's own publishing will fail and retry the turn
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on the loop and wait for it from the calling (task) thread."""

@@ -53,6 +53,10 @@ LUA_DIR = Path(__file__).with_name("lua")
 EVICTED_MESSAGE = "the turn ahead stopped making progress and was abandoned"
 
 
+class LeaseLostError(Exception):
+    """Raised when a streaming task finds another task holds its turn's lease now."""
+
+
 class TurnState(StrEnum):
     """Where a turn is; ``new`` means the ledger has no record of it yet."""
 
@@ -148,7 +152,7 @@ class Limits:
     ttl_seconds: int
     maxlen: int
     lease_seconds: int
-    """How long a generation lease lasts: the completion time limit."""
+    """How long a generation lease lasts unless its stream renews it (every third of this)."""
     stale_seconds: int
     """A head of queue that makes no transition for this long is evicted by the next arrival."""
     lease_grace_seconds: int
@@ -167,9 +171,35 @@ def _keys(session_id: str) -> list[str]:
     ]
 
 
-def _load(name: str) -> str:
+def lua_source(name: str) -> str:
+    """A ledger script: the shared event step, the shared helpers, then the script itself."""
     common = (LUA_DIR / "common.lua").read_text(encoding="utf-8")
     return EMIT_LUA + common + (LUA_DIR / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def script_args(
+    session_id: str, limits: Limits, header: dict[str, Any], *extra: str
+) -> tuple[list[str], list[str]]:
+    """(KEYS, ARGV) of a ledger script: every key of the session, the JSON header, entries."""
+    head = {
+        "sid": session_id,
+        "now": time.time(),
+        "ttl": limits.ttl_seconds,
+        "maxlen": limits.maxlen,
+        "stale_after": limits.stale_seconds,
+        **header,
+    }
+    return _keys(session_id), [json.dumps(head, ensure_ascii=False, separators=(",", ":")), *extra]
+
+
+def renew_header(turn_id: str, owner: str, limits: Limits) -> dict[str, Any]:
+    """Header of the ``renew`` script, which the streaming loop runs while a reply streams."""
+    return {
+        "tid": turn_id,
+        "owner": owner,
+        "lease_seconds": limits.lease_seconds,
+        "stale_after": limits.lease_grace_seconds,
+    }
 
 
 class Ledger:
@@ -178,19 +208,11 @@ class Ledger:
     def __init__(self, client: redis.Redis, limits: Limits) -> None:
         self.redis = client
         self.limits = limits
-        self._scripts = {name: client.register_script(_load(name)) for name in _SCRIPTS}
+        self._scripts = {name: client.register_script(lua_source(name)) for name in _SCRIPTS}
 
     def _run(self, name: str, session_id: str, header: dict[str, Any], *extra: str) -> Any:
-        head = {
-            "sid": session_id,
-            "now": time.time(),
-            "ttl": self.limits.ttl_seconds,
-            "maxlen": self.limits.maxlen,
-            "stale_after": self.limits.stale_seconds,
-            **header,
-        }
-        args = [json.dumps(head, ensure_ascii=False, separators=(",", ":")), *extra]
-        return self._scripts[name](keys=_keys(session_id), args=args)
+        keys, args = script_args(session_id, self.limits, header, *extra)
+        return self._scripts[name](keys=keys, args=args)
 
     # --- ingest (and park, and evict) ------------------------------------------------------
     def ingest(
@@ -229,7 +251,11 @@ class Ledger:
     def begin(
         self, session_id: str, turn_id: str, owner: str, *, compression_sent: bool = False
     ) -> Outcome:
-        """Take the generation lease; with it come the published text and the working window."""
+        """Take the generation lease; with it come the published text and the working window.
+
+        ``owner`` names this execution, not just the task: two deliveries of one task (a
+        broker may redeliver while the first still runs) never both hold the lease.
+        """
         extra: dict[str, Any] = {
             "lease_seconds": self.limits.lease_seconds,
             "stale_after": self.limits.lease_grace_seconds,
@@ -288,6 +314,7 @@ class Ledger:
 
 
 _SCRIPTS = ("ingest", "advance", "finish")
+RENEW_SCRIPT = "renew"
 
 
 def _answer(message: Message) -> str:

@@ -41,7 +41,8 @@ class Outbox:
 
     def put(self, actions: list[Action]) -> None:
         for kind, payload in actions:
-            if kind == "token" and self._pending and self._pending[-1][0] == KIND_TOKEN:
+            last = self._pending[-1] if self._pending else None
+            if kind == "token" and last and last[0] == KIND_TOKEN and self._publisher.coalesce:
                 self._pending[-1][1] += payload
             elif kind == "token":
                 self._pending.append([KIND_TOKEN, payload])
@@ -94,6 +95,11 @@ class StreamPublisher:
         self._ttl = ttl_seconds
         self._ready: dict[int, Outbox] = {}
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+
+    @property
+    def coalesce(self) -> bool:
+        """False with an interval of 0: then every delta is its own event."""
+        return self._interval > 0
 
     def outbox(self, session_id: str, turn_id: str, attempt: int) -> Outbox:
         return Outbox(self, session_id, turn_id, attempt)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+
 import redis
 
 from strategies.summary import parse_summary, summary_message
@@ -110,7 +111,7 @@ class SessionStore:
         new_prefix = sum(counter.count_message(m) for m in pinned)
         if summary:
             new_prefix += counter.count_message(summary_message(summary))
-        args = [
+        args: list[str | int] = [
             window.window_start,
             window.summary or "",
             window.transcript_index(first_kept),

@@ -17,6 +17,7 @@ from tokenwindow.messages import Message
 from tokenwindow.models import ModelSpec
 from tokenwindow.settings import Settings
 from workers.engine import Engine
+from workers.ledger import LeaseLostError
 from workers.llm import CompletionUsage
 from workers.provider_stream import open_stream
 from workers.reply import ReplyTracker
@@ -58,6 +59,8 @@ class Attempt:
 
     session_id: str
     turn_id: str
+    owner: str
+    """The execution holding the generation lease."""
     number: int
     published: str
     tools_published: bool
@@ -69,23 +72,33 @@ async def stream_reply(
     spec: ModelSpec,
     messages: list[Message],
     params: Mapping[str, Any],
+    *,
     settings: Settings,
 ) -> Reply:
-    """Stream one attempt within the completion's soft time limit (``TimeoutError`` past it)."""
+    """Stream one attempt within the completion's soft time limit (``TimeoutError`` past it),
+    renewing the lease meanwhile (``LeaseLostError`` if another task took the turn over)."""
     outbox = engine.publisher.outbox(attempt.session_id, attempt.turn_id, attempt.number)
     tracker = ReplyTracker(attempt.published, attempt.tools_published)
     first: float | None = None
-    async with asyncio.timeout(settings.completion_soft_time_limit):
-        stream = await open_stream(spec, messages, params, settings=settings)
-        try:
-            async for delta in stream:
-                if first is None:
-                    first = time.time()
-                outbox.put(tracker.feed(delta))
-        finally:
-            await stream.aclose()
-        outbox.put(tracker.end())
-        await outbox.drain()
+    keeper = asyncio.ensure_future(
+        engine.keep_lease(attempt.session_id, attempt.turn_id, attempt.owner)
+    )
+    try:
+        async with asyncio.timeout(settings.completion_soft_time_limit):
+            stream = await open_stream(spec, messages, params, settings=settings)
+            try:
+                async for delta in stream:
+                    if keeper.done():
+                        raise LeaseLostError(attempt.turn_id)
+                    if first is None:
+                        first = time.time()
+                    outbox.put(tracker.feed(delta))
+            finally:
+                await stream.aclose()
+            outbox.put(tracker.end())
+            await outbox.drain()
+    finally:
+        keeper.cancel()
     return Reply(
         text=tracker.text,
         tool_calls=tracker.tool_calls(),

@@ -363,7 +363,7 @@ def redis_restart(workdir: Path) -> Row:
         client = redis.Redis.from_url(server.url(0))
         row.recovery_s = max(r.finished for r in records) - restarted
         row.fill(client, records)
-        kept = sum(bool(client.exists(f"tw:session:{sid}")) for sid in before)
+        kept = sum(bool(client.exists(f"tw:{{{sid}}}:session")) for sid in before)
         row.note = (
             f"before the restart: {len(earlier)} turns ({earlier[1].status} in flight); "
             f"sessions kept {kept}/{len(before)}; worker "
@@ -429,7 +429,7 @@ def slow_subscriber(workdir: Path, *, reply_words: int = 15_000, maxlen: int = 2
         )  # before connect: small window
         stalled.connect(("127.0.0.1", server.port))
         stalled.sendall(b"CLIENT SETNAME stalled\r\n")
-        stalled.sendall(f"SUBSCRIBE tw:channel:{loud}\r\n".encode())
+        stalled.sendall(f"SUBSCRIBE tw:{{{loud}}}:channel\r\n".encode())
         client = redis.Redis.from_url(server.url(0))
 
         async def scenario() -> list[TurnRecord]:

@@ -112,7 +112,7 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
                         Fault.error(401, message=f"invalid key; your prompt was {SECRET} here"),
                     )
                     bad = await run_turn(client, f"s-{uuid.uuid4().hex[:8]}", f"my {SECRET}")
-                    events = await client.redis.xrange(f"tw:events:{bad.session_id}")
+                    events = await client.redis.xrange(f"tw:{{{bad.session_id}}}:events")
                     return [good, bad, events]
 
             results = asyncio.run(turns())

@@ -19,7 +19,7 @@ def test_an_unexpected_exception_fails_the_turn_and_frees_the_session(
     def broken(*_: Any, **__: Any) -> Any:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(tasks.turns, "stream_completion", broken)
+    monkeypatch.setattr(tasks.turns, "stream_reply", broken)
     turn = {
         "session_id": "bug-session",
         "turn_id": "bug-turn",

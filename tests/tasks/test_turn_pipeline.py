@@ -33,7 +33,7 @@ def run(coro: Any) -> Any:
 
 
 async def _events(client: TokenManagementClient, sid: str) -> list[dict[str, Any]]:
-    raw = await client.redis.xrange(f"tw:events:{sid}")
+    raw = await client.redis.xrange(f"tw:{{{sid}}}:events")
     return [json.loads(fields["event"]) | {"id": entry} for entry, fields in raw]
 
 

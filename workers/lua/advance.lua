@@ -8,7 +8,7 @@ local state = state_of(rec)
 if terminal(state) then return {reply('done', {state = state, handoff = handoff()})} end
 if not allowed(h.sources, state) then return {reply('skip', {state = state})} end
 if state == 'generating' and rec.owner ~= h.owner and tonumber(rec.lease_until or 0) > now then
-  return {reply('busy')}
+  return {reply('busy', {lease_until = rec.lease_until})}
 end
 if h.target == 'generating' then
   rec.owner = h.owner
