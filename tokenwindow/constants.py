@@ -22,13 +22,19 @@ def _session_tag(session_id: str) -> str:
 
 
 def session_key(session_id: str) -> str:
-    """Hash: the session's metadata (model, counts, running summary, window start, digest)."""
+    """Hash: the session's metadata (model, counts, running summary, window start)."""
     return f"{_session_tag(session_id)}:session"
 
 
 def transcript_key(session_id: str) -> str:
     """List: every message ever ingested, as JSON entries; compression never trims it."""
     return f"{_session_tag(session_id)}:transcript"
+
+
+def message_keys_key(session_id: str) -> str:
+    """List: the content digest of every transcript message, in order. A client that resends
+    or trims its history is recognised by where its messages overlap the end of this list."""
+    return f"{_session_tag(session_id)}:digests"
 
 
 def turns_key(session_id: str) -> str:
@@ -63,6 +69,7 @@ def session_keys(session_id: str) -> list[str]:
     return [
         session_key(session_id),
         transcript_key(session_id),
+        message_keys_key(session_id),
         turns_key(session_id),
         turn_order_key(session_id),
         tool_calls_key(session_id),

@@ -37,6 +37,7 @@ import redis
 from tokenwindow.constants import (
     events_channel,
     events_stream_key,
+    message_keys_key,
     session_key,
     tool_calls_key,
     transcript_key,
@@ -163,6 +164,7 @@ def _keys(session_id: str) -> list[str]:
     return [
         session_key(session_id),
         transcript_key(session_id),
+        message_keys_key(session_id),
         turns_key(session_id),
         turn_order_key(session_id),
         tool_calls_key(session_id),

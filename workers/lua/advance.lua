@@ -7,16 +7,17 @@ local rec = load_turn(tid)
 local state = state_of(rec)
 if terminal(state) then return {reply('done', {state = state, handoff = handoff()})} end
 if not allowed(h.sources, state) then return {reply('skip', {state = state})} end
-if state == 'generating' and rec.owner ~= h.owner and tonumber(rec.lease_until or 0) > now then
-  return {reply('busy', {lease_until = rec.lease_until})}
-end
+local foreign = state == 'generating' and rec.owner ~= h.owner
 if h.target == 'generating' then
+  if foreign and tonumber(rec.lease_until or 0) > now then
+    return {reply('busy', {lease_until = rec.lease_until})}
+  end
   rec.owner = h.owner
   rec.lease_until = now + tonumber(h.lease_seconds)
   rec.stale_at = rec.lease_until + tonumber(h.stale_after)
   rec.attempt = (rec.attempt or 0) + 1
 else
-  if state == 'generating' and rec.owner ~= h.owner then return {reply('lost')} end
+  if foreign then return {reply('lost')} end
   rec.owner, rec.lease_until = nil, nil
   rec.stale_at = now + tonumber(h.stale_after)
 end

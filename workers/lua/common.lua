@@ -1,8 +1,9 @@
 -- Shared by every ledger script (after eventlog's emit). KEYS are always, in this order:
--- 1 session hash, 2 transcript list, 3 ledger hash, 4 order zset, 5 tool-call set,
--- 6 event stream, 7 channel. ARGV[1] is a JSON header; later ARGV are raw transcript entries.
-local S, T, TURNS, ORDER, CALLS, EVENTS, CHANNEL =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+-- 1 session hash, 2 transcript list, 3 message digest list, 4 ledger hash, 5 order zset,
+-- 6 tool-call set, 7 event stream, 8 channel. ARGV[1] is a JSON header; later ARGV are raw
+-- transcript entries.
+local S, T, DIGESTS, TURNS, ORDER, CALLS, EVENTS, CHANNEL =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local h = cjson.decode(ARGV[1])
 local tid, now = h.tid, tonumber(h.now)
 
@@ -30,7 +31,7 @@ local function terminal(state)
 end
 
 local function touch(ttl)
-  for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ttl) end
+  for i = 1, 6 do redis.call('EXPIRE', KEYS[i], ttl) end
 end
 
 -- The session's head turn, if it is parked: its task request, for the caller to send again.
@@ -49,15 +50,14 @@ end
 
 -- Append transcript entries ARGV[first..] with their digests, tokens and tool calls.
 local function append(first, digests, tokens, calls)
-  local digest = redis.call('HGET', S, 'digest') or ''
   local added = 0
   for i = 1, #digests do
     redis.call('RPUSH', T, ARGV[first + i - 1])
-    digest = redis.sha1hex(digest .. digests[i])
+    redis.call('RPUSH', DIGESTS, digests[i])
     added = added + tokens[i]
     for _, id in ipairs(calls[i]) do redis.call('SADD', CALLS, id) end
   end
-  redis.call('HSET', S, 'digest', digest, 'updated_at', h.now)
+  redis.call('HSET', S, 'updated_at', h.now)
   redis.call('HINCRBY', S, 'messages', #digests)
   redis.call('HINCRBY', S, 'window_tokens', added)
   redis.call('HINCRBY', S, 'total_tokens', added)

@@ -1,5 +1,5 @@
 -- Transitions park and ingest. Join the session's queue; at its head, append the request's new
--- suffix once (a resent history is recognised by the chained digest), check that every tool
+-- suffix once (a resent or trimmed history is recognised by its overlap), check that every tool
 -- result answers a known call, and publish turn_started. Elsewhere in the queue, park the task
 -- request for the turn ahead to hand on. A head whose stale mark passed is evicted first.
 local rec = load_turn(tid)
@@ -31,12 +31,19 @@ if head ~= tid then
   touch(h.ttl)
   return reply('parked')
 end
+-- The new suffix: the request's messages after the longest run of them that repeats the end
+-- of the transcript (a client resending all or the last part of its history), at least one.
 local n, first = #h.digests, 1
-local stored = tonumber(redis.call('HGET', S, 'messages') or '0')
-if stored > 0 and n > stored then
-  local chained = ''
-  for i = 1, stored do chained = redis.sha1hex(chained .. h.digests[i]) end
-  if chained == (redis.call('HGET', S, 'digest') or '') then first = stored + 1 end
+local span = math.min(n - 1, redis.call('LLEN', DIGESTS))
+if span > 0 then
+  local tail = redis.call('LRANGE', DIGESTS, -span, -1)
+  for k = span, 1, -1 do
+    local same = true
+    for i = 1, k do
+      if tail[span - k + i] ~= h.digests[i] then same = false; break end
+    end
+    if same then first = k + 1; break end
+  end
 end
 local made = {}
 for i = first, n do

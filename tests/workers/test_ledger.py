@@ -1,0 +1,223 @@
+"""The turn ledger's transitions and crash points, on fakeredis (Lua) and on the real Redis.
+
+Each test drives the scripts directly, the way tasks do, and checks the state, the events and
+the transcript after every step; a "crash" is simply a step that never runs, followed by the
+redelivered task's steps.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+
+from tests.conftest import TEST_REDIS_URL
+from tokenwindow.constants import events_stream_key, transcript_key, turn_order_key
+from tokenwindow.sessions import Entry
+from workers.ledger import TRANSITIONS, Ledger, Limits, TurnState
+
+LIMITS = Limits(
+    ttl_seconds=3600, maxlen=1000, lease_seconds=30, stale_seconds=600, lease_grace_seconds=60
+)
+SID = "ledger-session"
+
+
+@pytest.fixture(params=["fakeredis", "redis"])
+def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    if request.param == "fakeredis":
+        yield fakeredis.FakeRedis()
+        return
+    real = redis.Redis.from_url(TEST_REDIS_URL)
+    real.flushdb()
+    yield real
+    real.close()
+
+
+def ledger(client: redis.Redis, **limits: int) -> Ledger:
+    return Ledger(client, Limits(**{**LIMITS.__dict__, **limits}))
+
+
+def entries(turn_id: str, *texts: str, role: str = "user") -> list[Entry]:
+    return [Entry({"role": role, "content": t}, 5, turn_id) for t in texts]  # type: ignore[typeddict-item]
+
+
+def ingest(book: Ledger, turn_id: str, *texts: str, **extra: Any) -> Any:
+    batch = extra.pop("batch", None) or entries(turn_id, *texts)
+    return book.ingest(
+        SID,
+        turn_id,
+        batch,
+        request={"session_id": SID, "turn_id": turn_id, "messages": [], "model": "m"},
+        model="m",
+        strategy="hybrid",
+        encoding="o200k_base",
+    )
+
+
+def events(client: redis.Redis) -> list[dict[str, Any]]:
+    return [json.loads(f[b"event"]) for _, f in client.xrange(events_stream_key(SID))]
+
+
+def transcript(client: redis.Redis) -> list[Any]:
+    return [Entry.loads(r).message["content"] for r in client.lrange(transcript_key(SID), 0, -1)]
+
+
+def reply(turn_id: str, text: str, **message: Any) -> Entry:
+    return Entry({"role": "assistant", "content": text, **message}, 3, turn_id)  # type: ignore[typeddict-item]
+
+
+def test_a_turn_walks_ingest_begin_finish(client: redis.Redis) -> None:
+    book = ledger(client)
+    out = ingest(book, "t1", "hello")
+    assert (out.outcome, out.record["state"]) == ("ingested", TurnState.INGESTED)
+    began = book.begin(SID, "t1", "owner-a")
+    assert began.outcome == "generating"
+    assert began.record["attempt"] == 1
+    assert [e.message["content"] for e in began.entries] == ["hello"]
+    done = book.finish(SID, "t1", "owner-a", reply("t1", "hi!"), {"chars": 3})
+    assert done.outcome == "completed"
+    assert transcript(client) == ["hello", "hi!"]
+    kinds = [(e["type"], e["seq"]) for e in events(client)]
+    assert kinds == [("turn_started", 1), ("turn_completed", 2)]
+    assert client.zcard(turn_order_key(SID)) == 0, "the session is free"
+
+
+def test_turns_of_one_session_queue_and_are_handed_on_in_order(client: redis.Redis) -> None:
+    book = ledger(client)
+    assert ingest(book, "t1", "first").outcome == "ingested"
+    assert ingest(book, "t2", "second").outcome == "parked"
+    assert ingest(book, "t3", "third").outcome == "parked"
+    book.begin(SID, "t1", "a")
+    done = book.finish(SID, "t1", "a", reply("t1", "r1"), {})
+    assert done.handoff is not None and done.handoff["turn_id"] == "t2"
+    assert ingest(book, "t3", "third").outcome == "parked", "t2 is now the head"
+    assert ingest(book, "t2", "second").outcome == "ingested"
+    assert transcript(client) == ["first", "r1", "second"]
+
+
+def test_a_redelivered_ingest_appends_nothing_twice(client: redis.Redis) -> None:
+    book = ledger(client)
+    ingest(book, "t1", "hello")
+    again = ingest(book, "t1", "hello")
+    assert (again.outcome, again.state) == ("skip", TurnState.INGESTED)
+    assert transcript(client) == ["hello"]
+
+
+def test_resent_and_trimmed_histories_append_only_the_new_messages(client: redis.Redis) -> None:
+    book = ledger(client)
+    ingest(book, "t1", "u1")
+    book.begin(SID, "t1", "a")
+    book.finish(SID, "t1", "a", reply("t1", "a1"), {})
+    history = [*entries("t2", "u1"), reply("t2", "a1"), *entries("t2", "u2")]
+    assert ingest(book, "t2", batch=history).data["appended"] == 1
+    book.begin(SID, "t2", "a")
+    book.finish(SID, "t2", "a", reply("t2", "a2"), {})
+    trimmed = [reply("t3", "a2"), *entries("t3", "u3")]
+    assert ingest(book, "t3", batch=trimmed).data["appended"] == 1
+    assert transcript(client) == ["u1", "a1", "u2", "a2", "u3"]
+
+
+def test_a_tool_result_must_answer_a_stored_call(client: redis.Redis) -> None:
+    book = ledger(client)
+    ingest(book, "t1", "weather?")
+    book.begin(SID, "t1", "a")
+    call = {"id": "call_1", "type": "function", "function": {"name": "w", "arguments": "{}"}}
+    book.finish(SID, "t1", "a", reply("t1", "", tool_calls=[call]), {})
+    orphan = [Entry({"role": "tool", "tool_call_id": "call_9", "content": "sun"}, 4, "t2")]
+    out = ingest(book, "t2", batch=orphan)
+    assert (out.outcome, out.data["tool_call_id"]) == ("invalid", "call_9")
+    assert len(transcript(client)) == 2, "nothing of the bad turn was stored"
+    book.fail(SID, "t2", "", {"code": "invalid_input", "message": "orphan"})
+    answer = [Entry({"role": "tool", "tool_call_id": "call_1", "content": "sun"}, 4, "t3")]
+    assert ingest(book, "t3", batch=answer).outcome == "ingested"
+
+
+def test_the_lease_admits_one_execution_until_it_expires(client: redis.Redis) -> None:
+    book = ledger(client, lease_seconds=1)
+    ingest(book, "t1", "hello")
+    assert book.begin(SID, "t1", "a").outcome == "generating"
+    busy = book.begin(SID, "t1", "b")
+    assert busy.outcome == "busy" and busy.data["lease_until"] > 0
+    assert book.finish(SID, "t1", "b", reply("t1", "x"), {}).outcome == "lost"
+    time.sleep(1.1)  # the holder stops renewing: it was killed
+    takeover = book.begin(SID, "t1", "b")
+    assert (takeover.outcome, takeover.record["attempt"]) == ("generating", 2)
+    assert book.finish(SID, "t1", "a", reply("t1", "x"), {}).outcome == "lost"
+    assert book.finish(SID, "t1", "b", reply("t1", "x"), {}).outcome == "completed"
+    assert transcript(client) == ["hello", "x"]
+
+
+def test_retry_gives_the_lease_back_and_counts(client: redis.Redis) -> None:
+    book = ledger(client)
+    ingest(book, "t1", "hello")
+    book.begin(SID, "t1", "a")
+    moved = book.retry(SID, "t1", "a", count="retries")
+    assert (moved.outcome, moved.record["state"], moved.record["retries"]) == (
+        "advanced",
+        TurnState.INGESTED,
+        1,
+    )
+    assert book.begin(SID, "t1", "b").outcome == "generating", "no lease left behind"
+    assert book.retry(SID, "t1", "a", count="retries").outcome == "lost"
+
+
+def test_terminal_turns_stay_terminal_and_report_the_next_turn(client: redis.Redis) -> None:
+    book = ledger(client)
+    ingest(book, "t1", "hello")
+    ingest(book, "t2", "next")
+    book.fail(SID, "t1", "", {"code": "provider_auth", "message": "no"})
+    # A crash before the hand-on was sent: the redelivered task asks again and gets it again.
+    for step in (
+        lambda: ingest(book, "t1", "hello"),
+        lambda: book.begin(SID, "t1", "a"),
+        lambda: book.fail(SID, "t1", "", {"code": "x", "message": "y"}),
+        lambda: book.finish(SID, "t1", "a", reply("t1", "late"), {}),
+    ):
+        out = step()
+        assert (out.outcome, out.state) == ("done", TurnState.FAILED)
+        assert out.handoff is not None and out.handoff["turn_id"] == "t2"
+    assert [e["type"] for e in events(client)] == ["turn_started", "turn_failed"]
+    assert transcript(client) == ["hello"]
+
+
+def test_a_stale_head_is_evicted_by_the_next_arrival(client: redis.Redis) -> None:
+    book = ledger(client, stale_seconds=-1)
+    ingest(book, "t1", "stuck")
+    out = ingest(book, "t2", "moves on")
+    assert out.outcome == "ingested"
+    failed = [e for e in events(client) if e["type"] == "turn_failed"]
+    assert [(e["turn_id"], e["code"]) for e in failed] == [("t1", "abandoned")]
+    assert book.record(SID, "t1")["state"] == TurnState.FAILED
+
+
+def test_only_the_table_s_transitions_happen(client: redis.Redis) -> None:
+    book = ledger(client)
+    assert book.compress_first(SID, "nobody").outcome == "skip"
+    ingest(book, "t1", "hello")
+    assert book.finish(SID, "t1", "a", reply("t1", "x"), {}).outcome == "skip"
+    assert book.retry(SID, "t1", "a", count="retries").outcome == "skip"
+    assert book.compress_first(SID, "t1").outcome == "advanced"
+    assert book.compress_first(SID, "t1").outcome == "skip"
+    assert book.begin(SID, "t1", "a").outcome == "generating"
+    assert TurnState.COMPRESSING in TRANSITIONS["begin"].sources
+    assert not (TRANSITIONS["fail"].sources & {TurnState.COMPLETED, TurnState.FAILED})
+
+
+def test_begin_returns_the_published_text_for_a_redelivery(client: redis.Redis) -> None:
+    from tokenwindow.eventlog import KIND_TOKEN, PUBLISH_LUA, event_keys, publish_args
+
+    book = ledger(client, lease_seconds=0)
+    ingest(book, "t1", "hello")
+    book.begin(SID, "t1", "a")
+    script = client.register_script(PUBLISH_LUA)
+    batch = [(KIND_TOKEN, '{"type":"token","text":"Hel"}', "Hel")]
+    batch.append((KIND_TOKEN, '{"type":"token","text":"lo"}', "lo"))
+    script(keys=event_keys(SID), args=publish_args("t1", 1000, 3600, batch))
+    again = book.begin(SID, "t1", "b")
+    assert again.data["published"] == "Hello"
+    assert [e["seq"] for e in events(client)] == [1, 2, 3]
