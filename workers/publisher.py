@@ -77,9 +77,9 @@ class Outbox:
         while self._pending or self._flushed is not None:
             if self._flushed is None:
                 self._publisher.ready(self, now=True)
-            waiter = self._flushed
-            if waiter is not None:
-                await asyncio.shield(waiter)
+                await asyncio.sleep(0)  # the flush starts on the loop's next turn
+            else:
+                await asyncio.shield(self._flushed)
 
 
 class StreamPublisher:
@@ -117,16 +117,18 @@ class StreamPublisher:
                 self._timer = loop.call_later(self._interval, self._start_flush)
 
     def _start_flush(self) -> None:
+        """Send every ready outbox that has no flush in flight (one at a time keeps order)."""
         self._timer = None
-        batch = [o for o in self._ready.values() if o.pending]
-        self._ready.clear()
+        batch = [o for o in self._ready.values() if o.pending and o._flushed is None]
+        for outbox in batch:
+            del self._ready[id(outbox)]
+        self._ready = {k: o for k, o in self._ready.items() if o.pending}
         if not batch:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for outbox in batch:
             outbox._flushed = done
-        task = asyncio.ensure_future(self._flush(batch, done))
-        task.add_done_callback(lambda _: None)
+        asyncio.ensure_future(self._flush(batch, done))
 
     async def _flush(self, batch: list[Outbox], done: asyncio.Future[None]) -> None:
         calls = [
@@ -147,8 +149,9 @@ class StreamPublisher:
             done.set_result(None)
         finally:
             for outbox in batch:
-                if outbox._flushed is done:
-                    outbox._flushed = None
+                outbox._flushed = None
+                if outbox.pending:
+                    self.ready(outbox)
 
     async def _send(self, calls: list[tuple[list[str], list[str | int]]]) -> None:
         """One pipelined round trip; scripts a restarted Redis forgot are loaded and re-run."""
