@@ -14,11 +14,27 @@ from bench.report import Row, render
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "locomo"
 
 
+def sizes(text: str) -> tuple[int, ...]:
+    """``--sizes 1,100,200``: positive whole numbers, comma-separated."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--sizes wants numbers like 1,100,200, not {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"--sizes wants positive numbers, not {text!r}")
+    return values
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="LoCoMo folder")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument(
+        "--sizes", type=sizes, default=None, help="concurrency: how many turns at once, e.g. 1,200"
+    )
     args = parser.parse_args()
     available = sorted(
         m.name.removeprefix("bench_")

@@ -19,18 +19,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import redis
 
+from bench.noop_app import round_trips
 from bench.report import Row
 from bench.stack import MODEL, Stack
+from bench.stats import ms, percentile
 from tokenwindow.client import TokenManagementClient
 from tokenwindow.constants import session_keys
 from tokenwindow.events import EventType, is_terminal
@@ -64,39 +64,11 @@ def user(i: int) -> dict[str, str]:
     return {"role": "user", "content": f"Turn {i}: what time does the harbour market open?"}
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile: with few samples p99 is the maximum, not an interpolation."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms"
-
-
 def say(text: str) -> None:
     print(f"  pipeline: {text}", file=sys.stderr, flush=True)
 
 
 # --- baselines outside the service ----------------------------------------------------------
-def noop_round_trips(redis_url: str, n: int) -> list[float]:
-    """Sequential ``send_task`` + ``result.get()`` of a task that does nothing."""
-    from bench.noop_app import NOOP_QUEUE, NOOP_TASK, create_app
-
-    app = create_app(redis_url)
-    try:
-        for _ in range(5):  # warm-up: connections, result-backend subscription
-            app.send_task(NOOP_TASK, queue=NOOP_QUEUE).get(timeout=TURN_TIMEOUT_SECONDS)
-        times = []
-        for _ in range(n):
-            start = time.perf_counter()
-            app.send_task(NOOP_TASK, queue=NOOP_QUEUE).get(timeout=TURN_TIMEOUT_SECONDS)
-            times.append(time.perf_counter() - start)
-        return times
-    finally:
-        app.close()
-
-
 def noop_rate(redis_url: str, n: int) -> float:
     """No-op tasks per second with ``n`` sent at once."""
     from bench.noop_app import NOOP_QUEUE, NOOP_TASK, create_app
@@ -362,7 +334,7 @@ def run(args: argparse.Namespace) -> list[Row]:
     with Stack() as stack:
         say("bare Celery no-op baseline")
         noop = stack.noop_workers(2)
-        noop_times = noop_round_trips(stack.redis_url, sizes.latency_turns)
+        noop_times = round_trips(stack.redis_url, sizes.latency_turns)
         noop_rate_2 = noop_rate(stack.redis_url, sizes.noop_tasks)
         stack.stop(noop)
         noop = stack.noop_workers(1)

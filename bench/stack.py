@@ -39,8 +39,15 @@ SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 class Stack:
     """``with Stack() as stack:`` then ``stack.workers(2)`` / ``stack.noop_workers(1)``."""
 
-    def __init__(self, redis_url: str = BENCH_REDIS_URL) -> None:
+    def __init__(
+        self,
+        redis_url: str = BENCH_REDIS_URL,
+        *,
+        provider: Callable[[], FakeProviderProcess] = FakeProviderProcess.spawn,
+    ) -> None:
+        """``provider`` starts the fake provider (for example with a token delay)."""
         self.redis_url = redis_url
+        self._spawn_provider = provider
         self._tmp = tempfile.TemporaryDirectory(prefix="tokenwindow-bench-")
         self.dir = Path(self._tmp.name)
         self.provider: FakeProviderProcess | None = None
@@ -77,7 +84,7 @@ class Stack:
             client.flushdb()
         finally:
             client.close()
-        self.provider = FakeProviderProcess.spawn()
+        self.provider = self._spawn_provider()
         models = self.dir / "models.yaml"
         models.write_text(yaml.safe_dump(models_config(self.provider.openai_base)), "utf-8")
         self.env = {"REDIS_URL": self.redis_url, "TOKENWINDOW_MODELS_FILE": str(models)}

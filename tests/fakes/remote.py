@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from tests.fakes.behaviour import Fault
+from tests.fakes.server import SENT_ROUTE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 URL_PREFIX = "FAKE_PROVIDER_URL="
@@ -38,14 +39,13 @@ class RemoteFakeProvider:
     def gemini_base(self) -> str:
         return f"{self.url}/v1beta"
 
-    def _call(self, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _call(self, body: dict[str, Any] | None = None, path: str = "/_control") -> Any:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            f"{self.url}/_control", data=data, headers={"Content-Type": "application/json"}
+            f"{self.url}{path}", data=data, headers={"Content-Type": "application/json"}
         )
         with urllib.request.urlopen(request, timeout=10) as response:
-            result: dict[str, Any] = json.load(response)
-            return result
+            return json.load(response)
 
     def inject(self, *faults: Fault) -> None:
         self._call({"faults": [f.to_json() for f in faults]})
@@ -73,6 +73,10 @@ class RemoteFakeProvider:
     def max_prompt_tokens(self) -> int:
         return int(self._call()["max_prompt_tokens"])
 
+    def sent(self) -> list[tuple[float, str]]:
+        """``(send time, SSE frame)`` of every text chunk sent (needs ``record_sends``)."""
+        return [(float(at), str(frame)) for at, frame in self._call(path=SENT_ROUTE)]
+
 
 class FakeProviderProcess(RemoteFakeProvider):
     """A fake provider in a child process; stop it with ``stop()`` or a ``with`` block."""
@@ -83,13 +87,20 @@ class FakeProviderProcess(RemoteFakeProvider):
 
     @classmethod
     def spawn(
-        cls, *, port: int = 0, context_limit: int | None = None, token_delay: float = 0.0
+        cls,
+        *,
+        port: int = 0,
+        context_limit: int | None = None,
+        token_delay: float = 0.0,
+        record_sends: bool = False,
     ) -> FakeProviderProcess:
         command = [sys.executable, "-m", "tests.fakes", "--port", str(port)]
         if context_limit is not None:
             command += ["--context-limit", str(context_limit)]
         if token_delay:
             command += ["--token-delay", str(token_delay)]
+        if record_sends:
+            command.append("--record-sends")
         process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
         assert process.stdout is not None
         line = process.stdout.readline().strip()

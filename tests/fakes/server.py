@@ -2,7 +2,9 @@
 
 Routes: ``POST /v1/chat/completions`` (and ``/chat/completions``), ``POST /v1/messages``,
 ``POST /v1beta/models/{model}:generateContent`` (and ``:streamGenerateContent?alt=sse``),
-``POST /_control`` (JSON, see ``Behaviour.control``) and ``GET /_control`` (recorded requests).
+``POST /_control`` (JSON, see ``Behaviour.control``), ``GET /_control`` (recorded requests) and,
+when started with ``record_sends``, ``GET /_control/sent`` (``[send time, SSE frame]`` of every
+text chunk, so a benchmark can measure delivery delay against the moment a chunk left).
 Streams use chunked transfer encoding as the real APIs do, so closing the socket mid-stream
 is a protocol error the client sees, not a clean end of body.
 
@@ -19,6 +21,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType, TracebackType
 from typing import Any, ClassVar
@@ -44,6 +47,7 @@ GEMINI_ROUTE = re.compile(
     r"/v1(?:beta|alpha)?/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)"
 )
 """The model is part of a Gemini URL; streaming is a different method, not a body field."""
+SENT_ROUTE = "/_control/sent"
 
 
 def _api_key(headers: Any, path: str) -> str | None:
@@ -95,6 +99,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/_control":
             self._send_json(200, self.server.behaviour.snapshot())
+        elif self.path == SENT_ROUTE and self.server.sent is not None:
+            self._send_json(200, self.server.sent)
         else:
             self._send_json(404, {"error": {"message": "not found", "type": "not_found"}})
 
@@ -199,6 +205,8 @@ class _Handler(BaseHTTPRequestHandler):
                         self.server.stopping.wait(delay)
                     sent_text += 1
                 self._write_chunk(frame.data)
+                if frame.text and self.server.sent is not None:
+                    self.server.sent.append((time.time(), frame.data.decode()))
             self._write_chunk(b"")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
@@ -207,8 +215,12 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 1024
+    """Listen backlog: with the default 5, hundreds of clients connecting at once lose SYNs
+    and wait a whole second to retry, which is the kernel's delay, not the provider's."""
     behaviour: Behaviour
     stopping: threading.Event
+    sent: list[tuple[float, str]] | None
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client closing its kept-alive connection is normal, not worth a traceback."""
@@ -226,11 +238,13 @@ class FakeProviderServer:
         port: int = 0,
         context_limit: int | None = None,
         token_delay: float = 0.0,
+        record_sends: bool = False,
     ) -> None:
         self.behaviour = Behaviour(context_limit=context_limit, token_delay=token_delay)
         self._httpd = _Server((host, port), _Handler)
         self._httpd.behaviour = self.behaviour
         self._httpd.stopping = threading.Event()
+        self._httpd.sent = [] if record_sends else None
         self._thread: threading.Thread | None = None
 
     @property
@@ -306,9 +320,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--context-limit", type=int, default=None)
     parser.add_argument("--token-delay", type=float, default=0.0, help="seconds per chunk")
+    parser.add_argument(
+        "--record-sends", action="store_true", help=f"keep chunk send times for GET {SENT_ROUTE}"
+    )
     args = parser.parse_args(argv)
     server = FakeProviderServer(
-        port=args.port, context_limit=args.context_limit, token_delay=args.token_delay
+        port=args.port,
+        context_limit=args.context_limit,
+        token_delay=args.token_delay,
+        record_sends=args.record_sends,
     )
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
