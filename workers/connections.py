@@ -24,9 +24,21 @@ LEASE_SECONDS = 30
 taken over this soon after (its redelivery waits for the broker's visibility timeout anyway)."""
 
 
+WORKER_POOL_CONNECTIONS = 256
+"""Connections one worker process may open; beyond that a task thread waits for a free one
+(a ``threads`` pool runs hundreds of turns, each holding a connection only for a step)."""
+POOL_WAIT_SECONDS = 20
+
+
 @functools.cache
 def get_redis() -> redis.Redis:
-    return redis.Redis.from_url(get_settings().redis_url, health_check_interval=30)
+    pool = redis.BlockingConnectionPool.from_url(
+        get_settings().redis_url,
+        max_connections=WORKER_POOL_CONNECTIONS,
+        timeout=POOL_WAIT_SECONDS,
+        health_check_interval=30,
+    )
+    return redis.Redis(connection_pool=pool)
 
 
 @functools.cache

@@ -19,7 +19,7 @@ import redis.asyncio
 import redis.exceptions
 
 from tokenwindow.settings import get_settings
-from workers.connections import get_ledger
+from workers.connections import POOL_WAIT_SECONDS, WORKER_POOL_CONNECTIONS, get_ledger
 from workers.ledger import RENEW_SCRIPT, lua_source, renew_header, script_args
 from workers.publisher import StreamPublisher
 
@@ -34,7 +34,13 @@ class Engine:
         self._thread = threading.Thread(target=self.loop.run_forever, name="streams", daemon=True)
         self._thread.start()
         settings = get_settings()
-        self.redis = redis.asyncio.Redis.from_url(settings.redis_url, health_check_interval=30)
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=WORKER_POOL_CONNECTIONS,
+            timeout=POOL_WAIT_SECONDS,
+            health_check_interval=30,
+        )
+        self.redis = redis.asyncio.Redis(connection_pool=pool)
         self.publisher = StreamPublisher(
             self.redis,
             flush_ms=settings.stream_flush_ms,

@@ -94,6 +94,7 @@ class StreamPublisher:
         self._maxlen = maxlen
         self._ttl = ttl_seconds
         self._ready: dict[int, Outbox] = {}
+        self._flushes: set[asyncio.Future[None]] = set()
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
 
     @property
@@ -128,7 +129,8 @@ class StreamPublisher:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for outbox in batch:
             outbox._flushed = done
-        asyncio.ensure_future(self._flush(batch, done))
+        self._flushes.add(task := asyncio.ensure_future(self._flush(batch, done)))
+        task.add_done_callback(self._flushes.discard)
 
     async def _flush(self, batch: list[Outbox], done: asyncio.Future[None]) -> None:
         calls = [
