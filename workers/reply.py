@@ -33,66 +33,76 @@ class ToolCall:
 
 @dataclass
 class ReplyTracker:
-    """Feeds deltas in, yields the publishing actions that keep delivery exactly-once."""
+    """Feeds deltas in, yields the publishing actions that keep delivery exactly-once.
+
+    Each delta costs its own length: only the part that overlaps earlier-published text is
+    compared, and the text is joined once, at the end.
+    """
 
     published: str
     tools_published: bool = False
-    text: str = ""
     calls: dict[int, ToolCall] = field(default_factory=dict)
+    _parts: list[str] = field(default_factory=list)
+    _length: int = 0
     _sent: int = -1
     _restarted: bool = False
 
     def __post_init__(self) -> None:
         self._sent = len(self.published)
 
+    @property
+    def text(self) -> str:
+        joined = "".join(self._parts)
+        self._parts = [joined]
+        return joined
+
     def _restart(self) -> list[Action]:
         self._restarted, self._sent = True, 0
         return [("reset", None)]
 
+    def _resend_all(self) -> list[Action]:
+        actions = self._restart()
+        if self._length:
+            actions.append(("token", self.text))
+            self._sent = self._length
+        return actions
+
     def feed(self, delta: StreamDelta) -> list[Action]:
         actions: list[Action] = []
         if delta.text:
-            self.text += delta.text
-            seen = self.published
-            if not self._restarted and not (
-                seen.startswith(self.text) or self.text.startswith(seen)
-            ):
-                actions += self._restart()
-            if len(self.text) > self._sent:
-                actions.append(("token", self.text[self._sent :]))
-                self._sent = len(self.text)
+            start, piece = self._length, delta.text
+            self._parts.append(piece)
+            self._length += len(piece)
+            if not self._restarted and start < len(self.published):
+                seen = self.published[start : start + len(piece)]
+                if not piece.startswith(seen):
+                    actions += self._resend_all()
+            if self._length > self._sent:
+                # Only the tail of this piece is new to subscribers.
+                actions.append(("token", piece[len(piece) - (self._length - self._sent) :]))
+                self._sent = self._length
         for fragment in delta.tool_calls:
-            if not self._restarted and (self.tools_published or len(self.text) < self._sent):
-                actions += self._restart()
-                if self.text:
-                    actions.append(("token", self.text))
-                    self._sent = len(self.text)
+            if not self._restarted and (self.tools_published or self._length < self._sent):
+                actions += self._resend_all()
             call = self.calls.setdefault(fragment.index, ToolCall())
             call.id = call.id or (fragment.id or "")
             call.name = call.name or (fragment.name or "")
             call.arguments += fragment.arguments
-            actions.append(
-                (
-                    "tool",
-                    {
-                        "index": fragment.index,
-                        "id": fragment.id,
-                        "name": fragment.name,
-                        "arguments": fragment.arguments,
-                    },
-                )
-            )
+            fields = {
+                "index": fragment.index,
+                "id": fragment.id,
+                "name": fragment.name,
+                "arguments": fragment.arguments,
+            }
+            actions.append(("tool", fields))
         return actions
 
     def end(self) -> list[Action]:
         """The attempt ended inside text an earlier one had shown: replace, don't leave extra."""
         stale_tools = self.tools_published and not self.calls
-        if self._restarted or (len(self.text) >= len(self.published) and not stale_tools):
+        if self._restarted or (self._length >= len(self.published) and not stale_tools):
             return []
-        actions = self._restart()
-        if self.text:
-            actions.append(("token", self.text))
-        return actions
+        return self._resend_all()
 
     def tool_calls(self) -> list[dict[str, Any]]:
         return [self.calls[i].openai() for i in sorted(self.calls)]
