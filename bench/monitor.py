@@ -2,8 +2,10 @@
 
 A round trip is one request a client sent and waited for: a plain command, an ``EVAL`` or
 ``EVALSHA`` (the commands its script runs show in MONITOR as ``lua`` and are not trips), or a
-whole ``MULTI`` ... ``EXEC`` block. Pipelines without MULTI look like separate commands to
-MONITOR, so those count one trip per command: the figures are upper bounds. Commands are every
+whole ``MULTI`` ... ``EXEC`` block, or a pipeline without MULTI: commands of one client that
+MONITOR shows back to back, nobody else's between them, started within ``PIPELINE_GAP_SECONDS``
+of each other (Redis runs a client's whole query buffer at once; a client that waits for each
+reply leaves a loopback round trip between its commands). Commands are every
 command Redis ran, scripts' and transactions' included, which is what ``INFO commandstats``
 counts.
 
@@ -24,7 +26,9 @@ from types import TracebackType
 
 import redis
 
-LINE = re.compile(r"^\d+\.\d+ \[\d+ (?P<client>[^\]]+)\] (?P<args>.*)$")
+LINE = re.compile(r"^(?P<ts>\d+\.\d+) \[\d+ (?P<client>[^\]]+)\] (?P<args>.*)$")
+PIPELINE_GAP_SECONDS = 0.00002
+"""Commands of one client this close together arrived in one read: a pipeline."""
 ARG = re.compile(r'"((?:[^"\\]|\\.)*)"')
 MARK = "tokenwindow-bench-mark"
 CELERY_KEYS = re.compile(
@@ -83,11 +87,12 @@ def parse(lines: list[str]) -> dict[str, Phase]:
     open_blocks: dict[str, Trip] = {}
     names: dict[str, str] = {}
     last: Trip | None = None
+    last_client, last_at = "", 0.0
     for line in lines:
         match = LINE.match(line)
         if match is None:
             continue
-        client = match["client"]
+        client, at = match["client"], float(match["ts"])
         name, *args = ARG.findall(match["args"])
         command = [name.lower(), *args]
         lowered = [arg.lower() for arg in args]
@@ -105,12 +110,18 @@ def parse(lines: list[str]) -> dict[str, Phase]:
             continue
         if client == "lua" and last is not None:
             last.commands.append(command)
+            last_at = at
             continue
+        pipelined = client == last_client and at - last_at <= PIPELINE_GAP_SECONDS
+        last_client, last_at = client, at
         block = open_blocks.get(client)
         if block is not None:
             block.commands.append(command)
             if command[0] in {"exec", "discard"}:
                 del open_blocks[client]
+            continue
+        if pipelined and last is not None:
+            last.commands.append(command)
             continue
         last = Trip(names.get(client, client), [command])
         current.append(last)

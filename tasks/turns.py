@@ -41,7 +41,7 @@ from tokenwindow.errors import (
 )
 from tokenwindow.events import EventType
 from tokenwindow.messages import Message
-from tokenwindow.metrics import Count
+from tokenwindow.metrics import Count, MetricsRecorder
 from tokenwindow.models import ModelSpec, get_registry
 from tokenwindow.protocol import TurnRequest
 from tokenwindow.sessions import Entry
@@ -52,7 +52,7 @@ from workers.backoff import backoff
 from workers.compressor import FAILSAFE, Compression
 from workers.connections import get_events, get_ledger, get_metrics, get_redis, get_store
 from workers.engine import get_engine
-from workers.ledger import LeaseLostError, Outcome, TurnState
+from workers.ledger import Along, LeaseLostError, Outcome, TurnState
 from workers.session_store import WorkingWindow, window_from
 from workers.streaming import Attempt, Reply, stream_reply
 
@@ -216,7 +216,6 @@ def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> F
         return None
     if out.outcome != "ingested":  # parked: the turn ahead hands it on
         return None
-    get_metrics().record([("turns_submitted", None, 1)], active_session=sid)
     window = window_for(spec, settings, max_output_tokens=turn.max_tokens)
     if out.data.get("encoding") == counter.encoding_name:
         tokens = REPLY_PRIMING + int(out.data.get("window_tokens") or 0)
@@ -224,6 +223,7 @@ def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> F
         tokens = get_store().working_window(sid, counter).tokens
     pressure = window.pressure(tokens)
     if pressure is Pressure.HARD:
+        get_metrics().record([("turns_submitted", None, 1)], active_session=sid)
         if ledger.compress_first(sid, tid).outcome == "advanced":
             # Compress first, in its own retryable task, which then sends complete_turn.
             compress_session.apply_async(
@@ -234,7 +234,7 @@ def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> F
     if proactive:
         # The next turn finds the window already small.
         compress_session.apply_async(kwargs={**compression, "reason": str(pressure)})
-    return _generate(self, spec, generation, compression_sent=proactive)
+    return _generate(self, spec, generation, compression_sent=proactive, submitted=True)
 
 
 @app.task(name=TASK_COMPLETE_TURN, bind=True, max_retries=None, acks_late=True, ignore_result=True)
@@ -284,13 +284,24 @@ def _fit_window(
 
 
 def _generate(
-    self: Task, spec: ModelSpec, generation: Generation, *, compression_sent: bool = False
+    self: Task,
+    spec: ModelSpec,
+    generation: Generation,
+    *,
+    compression_sent: bool = False,
+    submitted: bool = False,
 ) -> Failure:
     """Stream the reply of an ingested turn, once, however often this task runs."""
     settings, ledger = get_settings(), get_ledger()
     sid, tid = generation.session_id, generation.turn_id
     owner = f"{self.request.id}:{uuid.uuid4().hex[:12]}"
-    began = ledger.begin(sid, tid, owner, compression_sent=compression_sent)
+    began = ledger.begin(
+        sid,
+        tid,
+        owner,
+        compression_sent=compression_sent,
+        along=_counted([("turns_submitted", None, 1)], active_session=sid) if submitted else None,
+    )
     if began.outcome == "done":
         _hand_on(began)
     if began.outcome == "busy":
@@ -351,12 +362,18 @@ def _generate(
 
 
 def _finish(owner: str, spec: ModelSpec, generation: Generation, reply: Reply) -> None:
-    """Metrics first (a reader of ``turn_completed`` sees them), then the atomic finish."""
+    """Metrics first (a reader of ``turn_completed`` sees them), then the atomic finish, in one
+    round trip."""
     message = reply.message()
     counts: list[Count] = [("turns_completed", None, 1), ("provider_calls", spec.provider, 1)]
     first = reply.first_delta_at
     latency = first - generation.submitted_at if first and generation.submitted_at else None
     sid, tid = generation.session_id, generation.turn_id
-    get_metrics().record(counts, first_token_seconds=latency, active_session=sid)
     entry = Entry(message, counter_for(spec).count_message(message), tid)
-    _hand_on(get_ledger().finish(sid, tid, owner, entry, reply.summary()))
+    along = _counted(counts, first_token_seconds=latency, active_session=sid)
+    _hand_on(get_ledger().finish(sid, tid, owner, entry, reply.summary(), along=along))
+
+
+def _counted(counts: list[Count], **extra: Any) -> Along:
+    """Metrics written in the same round trip as a ledger step (they go first in it)."""
+    return lambda pipe: MetricsRecorder.queue(pipe, counts, **extra)

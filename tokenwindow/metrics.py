@@ -60,6 +60,20 @@ class MetricsRecorder:
     ) -> None:
         """Counters, optionally a first-token latency and a session's last activity, at once."""
         pipe = self.redis.pipeline(transaction=False)
+        self.queue(
+            pipe, counts, first_token_seconds=first_token_seconds, active_session=active_session
+        )
+        pipe.execute()
+
+    @staticmethod
+    def queue(
+        pipe: redis.client.Pipeline,
+        counts: Iterable[Count],
+        *,
+        first_token_seconds: float | None = None,
+        active_session: str | None = None,
+    ) -> None:
+        """Add the same writes to a caller's pipeline, to share its round trip."""
         for name, label, amount in counts:
             pipe.hincrby(METRICS_KEY, name, amount)
             if label is not None:
@@ -71,7 +85,6 @@ class MetricsRecorder:
             pipe.hincrbyfloat(LATENCY_KEY, "sum", first_token_seconds)
         if active_session is not None:
             pipe.zadd(SESSIONS_INDEX_KEY, {active_session: time.time()})
-        pipe.execute()
 
 
 def build_snapshot(

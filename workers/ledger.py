@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -51,6 +51,8 @@ from tokenwindow.messages import Message, tool_call_ids
 from tokenwindow.sessions import Entry, text_of_reply
 
 LUA_DIR = Path(__file__).with_name("lua")
+Along = Callable[[redis.client.Pipeline], None]
+"""Adds writes to a transition's pipeline (shared metrics), so they cost no round trip."""
 EVICTED_MESSAGE = "the turn ahead stopped making progress and was abandoned"
 
 
@@ -212,9 +214,22 @@ class Ledger:
         self.limits = limits
         self._scripts = {name: client.register_script(lua_source(name)) for name in _SCRIPTS}
 
-    def _run(self, name: str, session_id: str, header: dict[str, Any], *extra: str) -> Any:
+    def _run(
+        self,
+        name: str,
+        session_id: str,
+        header: dict[str, Any],
+        *extra: str,
+        along: Along | None = None,
+    ) -> Any:
+        """One script call; ``along`` adds other writes (metrics) to the same round trip."""
         keys, args = script_args(session_id, self.limits, header, *extra)
-        return self._scripts[name](keys=keys, args=args)
+        if along is None:
+            return self._scripts[name](keys=keys, args=args)
+        pipe = self.redis.pipeline(transaction=False)
+        along(pipe)
+        self._scripts[name](keys=keys, args=args, client=pipe)
+        return pipe.execute()[-1]
 
     # --- ingest (and park, and evict) ------------------------------------------------------
     def ingest(
@@ -251,7 +266,13 @@ class Ledger:
         return self._advance("compress_first", session_id, turn_id, owner="")
 
     def begin(
-        self, session_id: str, turn_id: str, owner: str, *, compression_sent: bool = False
+        self,
+        session_id: str,
+        turn_id: str,
+        owner: str,
+        *,
+        compression_sent: bool = False,
+        along: Along | None = None,
     ) -> Outcome:
         """Take the generation lease; with it come the published text and the working window.
 
@@ -264,17 +285,21 @@ class Ledger:
         }
         if compression_sent:
             extra["set"] = {"compression_sent": True}
-        return self._advance("begin", session_id, turn_id, owner=owner, **extra)
+        return self._advance("begin", session_id, turn_id, along, owner=owner, **extra)
 
     def retry(
         self, session_id: str, turn_id: str, owner: str, *, count: str, **fields: Any
     ) -> Outcome:
         """Give the lease back before a retry, counting it under ``count``."""
-        return self._advance("retry", session_id, turn_id, owner=owner, count=count, set=fields)
+        return self._advance(
+            "retry", session_id, turn_id, None, owner=owner, count=count, set=fields
+        )
 
-    def _advance(self, name: str, session_id: str, turn_id: str, **extra: Any) -> Outcome:
+    def _advance(
+        self, name: str, session_id: str, turn_id: str, along: Along | None = None, **extra: Any
+    ) -> Outcome:
         header = {"tid": turn_id, "sources": _sources(name), "target": TRANSITIONS[name].target}
-        reply = self._run("advance", session_id, {**header, **extra})
+        reply = self._run("advance", session_id, {**header, **extra}, along=along)
         return Outcome.parse(reply[0], reply[1:])
 
     # --- terminal --------------------------------------------------------------------------
@@ -285,6 +310,8 @@ class Ledger:
         owner: str,
         reply: Entry,
         summary: dict[str, Any],
+        *,
+        along: Along | None = None,
     ) -> Outcome:
         """Append the reply, publish ``turn_completed``, hand the session on."""
         header = {
@@ -297,7 +324,7 @@ class Ledger:
             "calls": list(tool_call_ids(reply.message)),
             "body": encode_event(session_id, turn_id, EventType.TURN_COMPLETED, summary),
         }
-        return Outcome.parse(self._run("finish", session_id, header, reply.dumps()))
+        return Outcome.parse(self._run("finish", session_id, header, reply.dumps(), along=along))
 
     def fail(self, session_id: str, turn_id: str, owner: str, error: dict[str, Any]) -> Outcome:
         """Publish ``turn_failed`` and hand the session on; ``owner`` is "" outside generation."""

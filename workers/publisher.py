@@ -1,7 +1,8 @@
 """Streamed events at real load: Redis work follows time, not chunk count.
 
-Every reply being streamed in this process has an outbox. Deltas that arrive within one flush
-interval (``TOKENWINDOW_STREAM_FLUSH_MS``) are coalesced into one ``token`` event, and one
+Every reply being streamed in this process has an outbox. Its first delta goes out at once;
+later deltas that arrive within one flush interval (``TOKENWINDOW_STREAM_FLUSH_MS``) are
+coalesced into one ``token`` event, and one
 pipelined round trip carries every outbox's events of that interval, each outbox as one atomic
 publish script (``tokenwindow.eventlog.PUBLISH_LUA``). With an interval of 0 each delta is its
 own event, still pipelined with whatever else is ready in the same loop iteration.
@@ -38,6 +39,7 @@ class Outbox:
         self._publisher = publisher
         self._pending: list[list[Any]] = []
         self._flushed: asyncio.Future[None] | None = None
+        self._first = True
 
     def put(self, actions: list[Action]) -> None:
         for kind, payload in actions:
@@ -49,7 +51,9 @@ class Outbox:
             else:
                 self._pending.append([KIND_TOOL if kind == "tool" else KIND_RESET, payload])
         if actions:
-            self._publisher.ready(self)
+            # The first event goes out at once: coalescing must not delay the first token.
+            self._publisher.ready(self, now=self._first)
+            self._first = False
 
     def take(self) -> list[tuple[str, str, str]]:
         """The pending events as publish-script triples (kind, body, text)."""
