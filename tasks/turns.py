@@ -44,6 +44,7 @@ from tokenwindow.messages import Message
 from tokenwindow.metrics import Count, MetricsRecorder
 from tokenwindow.models import ModelSpec, get_registry
 from tokenwindow.protocol import TurnRequest
+from tokenwindow.scripts import Along
 from tokenwindow.sessions import Entry
 from tokenwindow.settings import get_settings
 from tokenwindow.window import Pressure, window_for
@@ -52,7 +53,7 @@ from workers.backoff import backoff
 from workers.compressor import FAILSAFE, Compression
 from workers.connections import get_events, get_ledger, get_metrics, get_redis, get_store
 from workers.engine import get_engine
-from workers.ledger import Along, LeaseLostError, Outcome, TurnState
+from workers.ledger import LeaseLostError, Outcome, TurnState
 from workers.session_store import WorkingWindow, window_from
 from workers.streaming import Attempt, Reply, stream_reply
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import redis.asyncio
 import redis.exceptions
 
+from tokenwindow.scripts import AsyncScript
 from tokenwindow.settings import get_settings
 from workers.connections import POOL_WAIT_SECONDS, WORKER_POOL_CONNECTIONS, get_ledger
 from workers.ledger import RENEW_SCRIPT, lua_source, renew_header, script_args
@@ -48,7 +49,7 @@ class Engine:
             ttl_seconds=settings.session_ttl_seconds,
         )
 
-        self._renew = self.redis.register_script(lua_source(RENEW_SCRIPT))
+        self._renew = AsyncScript(self.redis, lua_source(RENEW_SCRIPT))
 
     async def keep_lease(self, session_id: str, turn_id: str, owner: str) -> None:
         """Renew a turn's generation lease until cancelled; return if another task holds it."""
@@ -57,7 +58,7 @@ class Engine:
             await asyncio.sleep(limits.lease_seconds / 3)
             keys, args = script_args(session_id, limits, renew_header(turn_id, owner, limits))
             try:
-                if not await self._renew(keys=keys, args=args):
+                if not await self._renew(keys, args):
                     return
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
                 continue  # the stream's own publishing will fail and retry the turn

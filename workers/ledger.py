@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -48,11 +48,10 @@ from tokenwindow.counting import message_key
 from tokenwindow.eventlog import EMIT_LUA, encode_event
 from tokenwindow.events import EventType
 from tokenwindow.messages import Message, tool_call_ids
+from tokenwindow.scripts import Along, SyncScript
 from tokenwindow.sessions import Entry, text_of_reply
 
 LUA_DIR = Path(__file__).with_name("lua")
-Along = Callable[[redis.client.Pipeline], None]
-"""Adds writes to a transition's pipeline (shared metrics), so they cost no round trip."""
 EVICTED_MESSAGE = "the turn ahead stopped making progress and was abandoned"
 
 
@@ -212,7 +211,7 @@ class Ledger:
     def __init__(self, client: redis.Redis, limits: Limits) -> None:
         self.redis = client
         self.limits = limits
-        self._scripts = {name: client.register_script(lua_source(name)) for name in _SCRIPTS}
+        self._scripts = {name: SyncScript(client, lua_source(name)) for name in _SCRIPTS}
 
     def _run(
         self,
@@ -224,12 +223,7 @@ class Ledger:
     ) -> Any:
         """One script call; ``along`` adds other writes (metrics) to the same round trip."""
         keys, args = script_args(session_id, self.limits, header, *extra)
-        if along is None:
-            return self._scripts[name](keys=keys, args=args)
-        pipe = self.redis.pipeline(transaction=False)
-        along(pipe)
-        self._scripts[name](keys=keys, args=args, client=pipe)
-        return pipe.execute()[-1]
+        return self._scripts[name](keys, args, along=along)
 
     # --- ingest (and park, and evict) ------------------------------------------------------
     def ingest(

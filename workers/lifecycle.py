@@ -28,9 +28,22 @@ def _setup_logging(**_: Any) -> None:
     configure_logging(settings.log_level, log_prompts=settings.log_prompts)
 
 
-def _worker_init(**_: Any) -> None:
+def _worker_init(sender: Any = None, **_: Any) -> None:
     if init_sentry(get_settings()):
         log.info("sentry enabled")
+    if not _forks(sender):
+        # A threads (or solo) pool runs tasks in this process, and no child init will come:
+        # warm up before the first task, not in hundreds of task threads at once.
+        _warm_up()
+
+
+def _forks(worker: Any) -> bool:
+    """True when the worker's pool runs tasks in forked children (which warm themselves)."""
+    from celery import concurrency
+    from celery.concurrency.prefork import TaskPool
+
+    pool = concurrency.get_implementation(getattr(worker, "pool_cls", None) or "prefork")
+    return isinstance(pool, type) and issubclass(pool, TaskPool)
 
 
 def _warm_up(**_: Any) -> None:

@@ -14,7 +14,6 @@ import asyncio
 from typing import Any
 
 import redis.asyncio
-import redis.exceptions
 
 from tokenwindow.eventlog import (
     KIND_RESET,
@@ -26,6 +25,7 @@ from tokenwindow.eventlog import (
     publish_args,
 )
 from tokenwindow.events import EventType
+from tokenwindow.scripts import AsyncScript
 from workers.reply import Action
 
 
@@ -92,8 +92,7 @@ class StreamPublisher:
     def __init__(
         self, client: redis.asyncio.Redis, *, flush_ms: int, maxlen: int, ttl_seconds: int
     ) -> None:
-        self._client = client
-        self._sha: str | None = None
+        self._script = AsyncScript(client, PUBLISH_LUA)
         self._interval = flush_ms / 1000
         self._maxlen = maxlen
         self._ttl = ttl_seconds
@@ -145,7 +144,7 @@ class StreamPublisher:
             for o in batch
         ]
         try:
-            await self._send(calls)
+            await self._script.many(calls)
         except BaseException as exc:
             done.set_exception(exc)
             done.exception()  # marked retrieved: each waiter re-raises it from drain()
@@ -158,25 +157,3 @@ class StreamPublisher:
                 outbox._flushed = None
                 if outbox.pending:
                     self.ready(outbox)
-
-    async def _send(self, calls: list[tuple[list[str], list[str | int]]]) -> None:
-        """One pipelined round trip; scripts a restarted Redis forgot are loaded and re-run."""
-        for _ in range(2):
-            if self._sha is None:
-                self._sha = str(await self._client.script_load(PUBLISH_LUA))
-            pipe = self._client.pipeline(transaction=False)
-            for keys, args in calls:
-                pipe.evalsha(self._sha, len(keys), *keys, *args)
-            results = await pipe.execute(raise_on_error=False)
-            errors = [r for r in results if isinstance(r, Exception)]
-            missing = [c for c, r in zip(calls, results, strict=True) if _is_noscript(r)]
-            if len(missing) < len(errors):
-                raise next(e for e in errors if not _is_noscript(e))
-            if not missing:
-                return
-            self._sha, calls = None, missing
-        raise redis.exceptions.NoScriptError("publish script could not be loaded")
-
-
-def _is_noscript(result: object) -> bool:
-    return isinstance(result, redis.exceptions.NoScriptError)

@@ -1,0 +1,88 @@
+"""Lua scripts called by SHA, alone or inside a pipeline, without extra round trips.
+
+redis-py's ``Script`` asks ``SCRIPT EXISTS`` before every pipeline that holds one: a round trip
+per pipeline. Here a script is loaded once; a ``NOSCRIPT`` reply (a restarted or flushed Redis)
+loads it again and re-runs only the script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+import redis.asyncio
+import redis.exceptions
+
+Along = Callable[[Any], None]
+"""Adds other commands to a script's pipeline, ahead of the script, to share its round trip."""
+Args = Sequence[str | int | float]
+
+
+def _is_noscript(result: object) -> bool:
+    return isinstance(result, redis.exceptions.NoScriptError)
+
+
+class SyncScript:
+    def __init__(self, client: redis.Redis, source: str) -> None:
+        self.client = client
+        self.source = source
+        self._sha: str | None = None
+
+    def _load(self) -> str:
+        self._sha = str(self.client.script_load(self.source))
+        return self._sha
+
+    def __call__(self, keys: Sequence[str], args: Args, *, along: Along | None = None) -> Any:
+        sha = self._sha or self._load()
+        pipe = self.client.pipeline(transaction=False)
+        if along is not None:
+            along(pipe)
+        pipe.evalsha(sha, len(keys), *keys, *args)
+        result = pipe.execute(raise_on_error=False)[-1]
+        if _is_noscript(result):
+            result = self.client.evalsha(self._load(), len(keys), *keys, *args)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+
+class AsyncScript:
+    def __init__(self, client: redis.asyncio.Redis, source: str) -> None:
+        self.client = client
+        self.source = source
+        self._sha: str | None = None
+
+    async def sha(self, *, reload: bool = False) -> str:
+        if self._sha is None or reload:
+            self._sha = str(await self.client.script_load(self.source))
+        return self._sha
+
+    async def __call__(self, keys: Sequence[str], args: Args) -> Any:
+        try:
+            return await self.client.evalsha(await self.sha(), len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return await self.client.evalsha(await self.sha(reload=True), len(keys), *keys, *args)
+
+    async def many(self, calls: Sequence[tuple[Sequence[str], Args]]) -> list[Any]:
+        """One pipelined round trip of many calls; results in order, errors raised."""
+        pending = list(range(len(calls)))
+        results: list[Any] = [None] * len(calls)
+        reload = False
+        for _ in range(2):
+            sha = await self.sha(reload=reload)
+            pipe = self.client.pipeline(transaction=False)
+            for i in pending:
+                keys, args = calls[i]
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+            for i, reply in zip(pending, replies, strict=True):
+                results[i] = reply
+            pending = [i for i in pending if _is_noscript(results[i])]
+            if not pending:
+                break
+            reload = True
+        for reply in results:
+            if isinstance(reply, Exception):
+                raise reply
+        return results
