@@ -88,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
                 ("kill streaming", lambda d, b=broker: scenarios.kill_streaming(d, url, b)),
                 ("kill summarizing", lambda d, b=broker: scenarios.kill_summarizing(d, url, b)),
                 ("kill ingesting", lambda d, b=broker: scenarios.kill_ingesting(d, url, b)),
+                (
+                    "kill under load",
+                    lambda d, b=broker: scenarios.kill_under_load(d, url, broker_url=b),
+                ),
             ]
         for name, spec in scenarios.PROVIDER_FAULTS.items():
             plan.append((name, lambda d, n=name, k=spec: scenarios.provider_fault(d, url, n, **k)))

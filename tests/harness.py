@@ -45,11 +45,13 @@ class WorkerProcess:
         concurrency: int = 2,
         log_path: Path | None = None,
         app: str = "workers.app",
+        pool: str = "prefork",
     ) -> None:
         self.env = {**os.environ, **env}
         self.app = app
         self.queues = queues
         self.concurrency = concurrency
+        self.pool = pool
         self.node = f"test-{uuid.uuid4().hex[:8]}@localhost"
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
@@ -68,6 +70,8 @@ class WorkerProcess:
             "worker",
             "-Q",
             ",".join(self.queues),
+            "-P",
+            self.pool,
             "-c",
             str(self.concurrency),
             "-n",

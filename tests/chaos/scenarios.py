@@ -105,7 +105,8 @@ def kill_streaming(workdir: Path, redis_url: str, broker_url: str | None = None)
     purge_queues(broker_url)
     with stack(workdir, redis_url, broker_url=broker_url) as s:
         s.provider.configure(token_delay=0.15)
-        first, second = s.worker(), s.worker(start=False)
+        first = s.worker(pool="threads", concurrency=20)
+        second = s.worker(pool="threads", concurrency=20, start=False)
         sessions = [new_session("kill-stream") for _ in range(3)]
 
         async def scenario() -> tuple[list[TurnRecord], float]:
@@ -460,20 +461,26 @@ def slow_subscriber(workdir: Path, *, reply_words: int = 15_000, maxlen: int = 2
 
 
 # --- load -----------------------------------------------------------------------------------------
+STREAM_PACE_SECONDS = 0.02
+"""A realistic provider: 50 chunks a second."""
+
+
 def load(
     workdir: Path,
     redis_url: str,
     *,
     sessions: int = 1_000,
     turns: int = 5,
-    parallel: int = 50,
+    parallel: int = 200,
     broker_url: str | None = None,
 ) -> Row:
-    """Many sessions against an instant provider and one worker with two processes."""
+    """Many sessions against a provider that streams at 20 ms a chunk, turns served by one
+    threads-pool worker as the Procfile runs them."""
     row = Row(f"load {sessions} sessions x {turns} turns", broker_name(broker_url))
     purge_queues(broker_url)
     with stack(workdir, redis_url, broker_url=broker_url) as s:
-        s.worker(concurrency=2)
+        s.provider.configure(token_delay=STREAM_PACE_SECONDS)
+        s.worker(pool="threads", concurrency=parallel)
         ids = [new_session("load") for _ in range(sessions)]
 
         async def scenario() -> list[TurnRecord]:
@@ -488,6 +495,38 @@ def load(
         latencies = [r.latency for r in records if r.status == "completed"]
         row.note = (
             f"{len(records) / elapsed:.1f} turns/s, p99 latency {p99(latencies):.2f} s, "
-            f"{elapsed:.1f} s in all"
+            f"{elapsed:.1f} s in all, {STREAM_PACE_SECONDS * 1000:.0f} ms a chunk"
         )
         return row
+
+
+def kill_under_load(
+    workdir: Path,
+    redis_url: str,
+    *,
+    streams: int = 200,
+    broker_url: str | None = None,
+) -> Row:
+    """SIGKILL the threads-pool worker while ``streams`` replies stream at 20 ms a chunk."""
+    row = Row(f"kill -9 with {streams} streams in flight", broker_name(broker_url))
+    purge_queues(broker_url)
+    with stack(workdir, redis_url, broker_url=broker_url) as s:
+        s.provider.configure(token_delay=STREAM_PACE_SECONDS)
+        first = s.worker(pool="threads", concurrency=streams)
+        second = s.worker(pool="threads", concurrency=streams, start=False)
+        sessions = [new_session("kill-load") for _ in range(streams)]
+
+        async def scenario() -> tuple[list[TurnRecord], float]:
+            async with s.client() as client:
+                turns = [run_turn(client, sid, long_text(sid), timeout=180) for sid in sessions]
+                tasks = [asyncio.ensure_future(t) for t in turns]
+
+                def half_streaming() -> bool:
+                    return len(s.provider.requests) >= streams // 2
+
+                return await _kill_and_restart(s, first, second, tasks, half_streaming, poll=0.05)
+
+        records, restarted = _run(scenario())
+        row.requests = len(s.provider.requests)
+        row.recovery_s = max(r.finished for r in records) - restarted
+        return row.fill(redis.Redis.from_url(redis_url), records)

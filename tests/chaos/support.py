@@ -149,9 +149,14 @@ class Stack:
     def redis_url(self) -> str:
         return self.env["REDIS_URL"]
 
-    def worker(self, *, concurrency: int = 2, start: bool = True) -> WorkerProcess:
+    def worker(
+        self, *, concurrency: int = 2, start: bool = True, pool: str = "prefork"
+    ) -> WorkerProcess:
+        """A worker on every queue; ``pool="threads"`` is how the Procfile serves turns."""
         name = f"worker{len(self.workers) + 1}.log"
-        worker = WorkerProcess(self.env, concurrency=concurrency, log_path=self.workdir / name)
+        worker = WorkerProcess(
+            self.env, concurrency=concurrency, log_path=self.workdir / name, pool=pool
+        )
         self.workers.append(worker)
         return self.start(worker) if start else worker
 
