@@ -36,6 +36,8 @@ task_ignore_result = True
 """Turns and compressions keep no results: reply text lives only in the session's keys, so
 deleting a session deletes all of it. Tasks whose result is their answer (token counts, bulk
 transcripts) opt back in."""
+task_store_errors_even_if_ignored = True
+"""A task that crashed keeps its failure (type and message, no reply text) for whoever asks."""
 
 task_queues = [Queue(name) for name in QUEUES]  # type: ignore[no-untyped-call]
 task_default_queue = QUEUE_FAST

@@ -183,6 +183,7 @@ def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> F
         model=spec.name,
         strategy=strategy,
         encoding=counter.encoding_name,
+        history=turn.history,
     )
     generation = Generation(
         session_id=sid,

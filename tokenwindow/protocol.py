@@ -51,6 +51,9 @@ class TurnRequest(BaseModel):
     max_tokens: int | None = Field(None, gt=0, le=1_000_000)
     params: dict[str, Any] | None = None
     """Further chat parameters for the model (tools, tool_choice, stop, seed, ...)."""
+    history: bool = False
+    """``messages`` is the caller's whole conversation (as OpenAI clients send it): where it
+    departs from the session's (an edit, a regenerated reply), the session follows it."""
     submitted_at: float = Field(default_factory=time.time)
 
     @field_validator("session_id")

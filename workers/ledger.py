@@ -236,8 +236,14 @@ class Ledger:
         model: str,
         strategy: str,
         encoding: str,
+        history: bool = False,
     ) -> Outcome:
-        """Join the session's queue and, at its head, append the new suffix of ``entries``."""
+        """Join the session's queue and, at its head, append the new suffix of ``entries``.
+
+        With ``history`` the entries are the caller's whole conversation: a departure from the
+        session's active messages abandons the rest of them (kept in the transcript, left out
+        of the working window).
+        """
         messages = [e.message for e in entries]
         header = {
             "tid": turn_id,
@@ -250,6 +256,7 @@ class Ledger:
             "model": model,
             "strategy": strategy,
             "encoding": encoding,
+            "history": history,
             "evicted_message": EVICTED_MESSAGE,
             "started": encode_event(session_id, turn_id, EventType.TURN_STARTED, {"model": model}),
         }

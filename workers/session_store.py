@@ -43,18 +43,31 @@ class WorkingWindow:
     """How many leading messages are pinned system messages or the summary."""
     summary: str | None
     verbatim_tokens: list[int] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
+    """The transcript index of each verbatim message (abandoned branches are skipped)."""
 
     def transcript_index(self, window_index: int) -> int:
         """Map an index in ``messages`` (past the prefix) back to the transcript."""
-        return self.window_start + max(window_index - self.prefix_len, 0)
+        position = max(window_index - self.prefix_len, 0)
+        if position < len(self.indices):
+            return self.indices[position]
+        return (self.indices[-1] + 1) if self.indices else self.window_start
 
 
 def window_from(
     fields: dict[str, str], entries: list[Entry], counter: TokenCounter
 ) -> WorkingWindow:
-    """The working window from the session's fields and its transcript from ``window_start``;
-    recounted only if the session was counted with another encoding."""
+    """The working window from the session's fields and its transcript from ``window_start``,
+    without abandoned branches; recounted only if the session was counted with another
+    encoding."""
     start = int(fields.get("window_start") or 0)
+    branches = json.loads(fields.get("branches") or "[]")
+    kept = [
+        (start + i, e)
+        for i, e in enumerate(entries)
+        if not any(low <= start + i < high for low, high in branches)
+    ]
+    indices, entries = [i for i, _ in kept], [e for _, e in kept]
     summary = fields.get("summary") or None
     pinned: list[Message] = json.loads(fields.get("pinned") or "[]")
     prefix = pinned + ([summary_message(summary)] if summary else [])
@@ -68,6 +81,7 @@ def window_from(
         prefix_len=len(prefix),
         summary=summary,
         verbatim_tokens=verbatim,
+        indices=indices,
     )
 
 

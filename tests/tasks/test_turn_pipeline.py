@@ -287,19 +287,25 @@ def test_malformed_task_from_another_producer_fails_that_turn_only(pipeline: Pip
 
 
 def test_sessions_can_be_listed_inspected_and_deleted(pipeline: Pipeline) -> None:
+    """Reply text lives only in the session's keys: no task result holds it, and deleting the
+    session deletes every key it had."""
     sid = session()
 
     async def scenario() -> None:
         async with TokenManagementClient() as client:
-            await client.create_completion(
+            answer = await client.create_completion(
                 session_id=sid, messages=[user("keep me")], model=BIG_MODEL
             )
+            results = [k async for k in client.redis.scan_iter(match="celery-task-meta-*")]
+            for key in results:
+                assert answer["content"] not in (await client.redis.get(key) or "")
             listed = {s["session_id"]: s for s in await client.list_sessions()}
             assert listed[sid]["messages"] == 2
             shown = await client.get_session(sid)
             assert shown is not None and shown["model"] == BIG_MODEL
             assert shown["total_tokens"] > 0
             assert await client.delete_session(sid) is True
+            assert [k async for k in client.redis.scan_iter(match=f"tw:{{{sid}}}:*")] == []
             assert await client.get_session(sid) is None
             assert await client.get_transcript(sid) == []
             assert sid not in {s["session_id"] for s in await client.list_sessions()}

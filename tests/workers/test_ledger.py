@@ -19,6 +19,7 @@ import redis
 from tests.conftest import TEST_REDIS_URL
 from tokenwindow.constants import events_stream_key, transcript_key, turn_order_key
 from tokenwindow.sessions import Entry
+from tokenwindow.counting import counter_for_encoding
 from workers.ledger import TRANSITIONS, Ledger, Limits, TurnState
 
 LIMITS = Limits(
@@ -56,7 +57,21 @@ def ingest(book: Ledger, turn_id: str, *texts: str, **extra: Any) -> Any:
         model="m",
         strategy="hybrid",
         encoding="o200k_base",
+        history=extra.pop("history", False),
     )
+
+
+def answer(book: Ledger, turn_id: str, text: str) -> None:
+    assert book.begin(SID, turn_id, "a").outcome == "generating"
+    assert book.finish(SID, turn_id, "a", reply(turn_id, text), {}).outcome == "completed"
+
+
+def window(client: redis.Redis) -> list[Any]:
+    """What the next generation would send (the working window's verbatim part)."""
+    from workers.session_store import SessionStore
+
+    counter = counter_for_encoding("o200k_base")
+    return [m["content"] for m in SessionStore(client).working_window(SID, counter).messages]
 
 
 def events(client: redis.Redis) -> list[dict[str, Any]]:
@@ -221,3 +236,41 @@ def test_begin_returns_the_published_text_for_a_redelivery(client: redis.Redis) 
     again = book.begin(SID, "t1", "b")
     assert again.data["published"] == "Hello"
     assert [e["seq"] for e in events(client)] == [1, 2, 3]
+
+
+def test_a_regenerated_reply_replaces_the_last_one_in_the_window(client: redis.Redis) -> None:
+    book = ledger(client)
+    ingest(book, "t1", "u1", history=True)
+    answer(book, "t1", "a1")
+    ingest(book, "t2", batch=[*entries("t2", "u1"), reply("t2", "a1"), *entries("t2", "u2")])
+    answer(book, "t2", "a2 (disliked)")
+    regenerate = [*entries("t3", "u1"), reply("t3", "a1"), *entries("t3", "u2")]
+    out = ingest(book, "t3", batch=regenerate, history=True)
+    assert (out.outcome, out.data["appended"], out.data["abandoned"]) == ("ingested", 0, 1)
+    answer(book, "t3", "a2 (again)")
+    assert window(client) == ["u1", "a1", "u2", "a2 (again)"]
+    assert transcript(client) == ["u1", "a1", "u2", "a2 (disliked)", "a2 (again)"]
+
+
+def test_an_edited_message_starts_a_branch_and_the_old_one_stays_recorded(
+    client: redis.Redis,
+) -> None:
+    book = ledger(client)
+    ingest(book, "t1", "u1", history=True)
+    answer(book, "t1", "a1")
+    ingest(book, "t2", batch=[*entries("t2", "u1"), reply("t2", "a1"), *entries("t2", "u2")])
+    answer(book, "t2", "a2")
+    edit = [*entries("t3", "u1"), reply("t3", "a1"), *entries("t3", "u2 (edited)")]
+    out = ingest(book, "t3", batch=edit, history=True)
+    assert (out.data["appended"], out.data["abandoned"]) == (1, 2)
+    answer(book, "t3", "a2 (for the edit)")
+    assert window(client) == ["u1", "a1", "u2 (edited)", "a2 (for the edit)"]
+    assert transcript(client) == ["u1", "a1", "u2", "a2", "u2 (edited)", "a2 (for the edit)"]
+
+
+def test_only_a_history_turn_abandons_messages(client: redis.Redis) -> None:
+    book = ledger(client)
+    ingest(book, "t1", "u1")
+    answer(book, "t1", "a1")
+    out = ingest(book, "t2", batch=[*entries("t2", "u1"), *entries("t2", "other")])
+    assert (out.data["appended"], out.data["abandoned"]) == (2, 0)

@@ -28,10 +28,11 @@ save_turn(tid, rec)
 touch(h.ttl)
 if h.target ~= 'generating' then return {reply('advanced', {record = rec})} end
 local published = redis.call('HMGET', TURNS, tid .. ':text', tid .. ':tools')
-local meta = redis.call('HMGET', S, 'window_start', 'summary', 'pinned', 'encoding')
+local meta = redis.call('HMGET', S, 'window_start', 'summary', 'pinned', 'encoding', 'branches')
 local out = {reply('generating', {record = rec, published = published[1] or '',
   tools_published = published[2] == '1', window_start = tonumber(meta[1] or '0'),
-  summary = meta[2] or '', pinned = meta[3] or '[]', encoding = meta[4] or ''})}
+  summary = meta[2] or '', pinned = meta[3] or '[]', encoding = meta[4] or '',
+  branches = meta[5] or '[]'})}
 for _, entry in ipairs(redis.call('LRANGE', T, tonumber(meta[1] or '0'), -1)) do
   out[#out + 1] = entry
 end

@@ -31,11 +31,39 @@ if head ~= tid then
   touch(h.ttl)
   return reply('parked')
 end
--- The new suffix: the request's messages after the longest run of them that repeats the end
--- of the transcript (a client resending all or the last part of its history), at least one.
+-- The new suffix. A history turn (the caller sends its whole conversation, as OpenAI clients
+-- do) is compared with the session's active messages from the start: where it stops matching,
+-- the rest of the active window is an abandoned branch (an edit, a regenerate), kept in the
+-- transcript but left out of the window from now on. Otherwise: the request's messages after
+-- the longest run of them that repeats the end of the transcript (a client resending all or
+-- the last part of its history), at least one.
 local n, first = #h.digests, 1
+local abandon = {}
+local skips = cjson.decode(redis.call('HGET', S, 'branches') or '[]')
+local function skipped(index)
+  for _, range in ipairs(skips) do
+    if index >= range[1] and index < range[2] then return true end
+  end
+  return false
+end
+if h.history then
+  local all = redis.call('LRANGE', DIGESTS, 0, -1)
+  local active = {}
+  for i = 1, #all do
+    if not skipped(i - 1) then active[#active + 1] = i - 1 end
+  end
+  local c = 0
+  while c < n and c < #active and all[active[c + 1] + 1] == h.digests[c + 1] do c = c + 1 end
+  if c > 0 then
+    first = c + 1
+    local start = tonumber(redis.call('HGET', S, 'window_start') or '0')
+    for i = c + 1, #active do
+      if active[i] >= start then abandon[#abandon + 1] = active[i] end
+    end
+  end
+end
 local span = math.min(n - 1, redis.call('LLEN', DIGESTS))
-if span > 0 then
+if first == 1 and span > 0 then
   local tail = redis.call('LRANGE', DIGESTS, -span, -1)
   for k = span, 1, -1 do
     local same = true
@@ -53,6 +81,17 @@ for i = first, n do
     return reply('invalid', {index = i - 1, tool_call_id = answer})
   end
 end
+if #abandon > 0 then
+  local removed = 0
+  for _, index in ipairs(abandon) do
+    local last = skips[#skips]
+    if last and last[2] == index then last[2] = index + 1 else skips[#skips + 1] = {index, index + 1} end
+    removed = removed + cjson.decode(redis.call('LINDEX', T, index)).tokens
+  end
+  redis.call('HSET', S, 'branches', cjson.encode(skips))
+  redis.call('HINCRBY', S, 'window_tokens', -removed)
+  redis.call('HINCRBY', S, 'abandoned', #abandon)
+end
 local digests, tokens, calls = {}, {}, {}
 for i = first, n do
   digests[#digests + 1], tokens[#tokens + 1], calls[#calls + 1] =
@@ -68,5 +107,6 @@ redis.call('HDEL', TURNS, tid .. ':request')
 emit(TURNS, EVENTS, CHANNEL, tid, h.started, h.maxlen, h.ttl)
 touch(h.ttl)
 local meta = redis.call('HMGET', S, 'window_tokens', 'encoding')
-return reply('ingested', {appended = #digests, window_tokens = tonumber(meta[1]),
+return reply('ingested', {appended = #digests, abandoned = #abandon,
+  window_tokens = tonumber(meta[1]),
   encoding = meta[2], record = rec})
