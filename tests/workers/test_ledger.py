@@ -18,8 +18,8 @@ import redis
 
 from tests.conftest import TEST_REDIS_URL
 from tokenwindow.constants import events_stream_key, transcript_key, turn_order_key
-from tokenwindow.sessions import Entry
 from tokenwindow.counting import counter_for_encoding
+from tokenwindow.sessions import Entry
 from workers.ledger import TRANSITIONS, Ledger, Limits, TurnState
 
 LIMITS = Limits(
