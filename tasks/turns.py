@@ -98,6 +98,13 @@ class Generation:
     params: dict[str, Any] = field(default_factory=dict)
     submitted_at: float = 0.0
 
+    def __post_init__(self) -> None:
+        """Internal task arguments are trusted less than a crash: a wrong type stops here."""
+        for name, kind in (("max_tokens", int), ("temperature", int | float)):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, kind):
+                raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+
     def kwargs(self) -> dict[str, Any]:
         return asdict(self)
 
