@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 import strategies
-from strategies.base import CompressionRequest, CompressionResult, Summarizer
+from strategies.base import ClearingPolicy, CompressionRequest, CompressionResult, Summarizer
 from strategies.chunking import chunked
 from strategies.extractive import ExtractiveSummarizer
 from tokenwindow.counting import TokenCounter, counter_for
@@ -34,6 +34,8 @@ def report(result: CompressionResult) -> dict[str, Any]:
         "truncated": result.truncated,
         "summarized": result.summarized,
         "dropped": result.dropped,
+        "tool_results_cleared": result.tool_results_cleared,
+        "tool_tokens_cleared": result.tool_tokens_cleared,
     }
 
 
@@ -52,6 +54,13 @@ class RecordingSummarizer:
         except ProviderError as exc:
             self.last_error = exc
             raise
+
+
+def clearing_policy(settings: Settings) -> ClearingPolicy | None:
+    """The tool-result clearing the settings ask for, or None when it is off."""
+    if not settings.tool_clearing:
+        return None
+    return ClearingPolicy(settings.tool_keep_recent, settings.tool_clear_at_least)
 
 
 def configured_summarizer(settings: Settings, counter: TokenCounter) -> RecordingSummarizer:
@@ -89,6 +98,7 @@ class Compression:
             summarizer=self.summarizer,
             recent_share=settings.recent_share,
             provider=provider,
+            clearing=clearing_policy(settings),
         )
 
     @property
