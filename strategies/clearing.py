@@ -9,8 +9,8 @@ Clearing goes only as far as the budget needs (oldest first), but at least ``cle
 tokens once it clears at all: the trigger is the caller's (the pipeline's soft and hard
 thresholds), and clearing in batches keeps a provider's prompt cache valid for longer, as
 Anthropic's ``clear_at_least`` does. When clearing alone is not enough, the strategy runs on the
-cleared window, and its summarizer is handed the original results, so a summary still holds
-their facts.
+cleared window, and its summarizer is handed the original of every cleared result (those it
+summarizes and those left as placeholders), so a summary still holds their facts.
 """
 
 from __future__ import annotations
@@ -99,7 +99,11 @@ def clear_tool_results(
 
 
 class _OriginalsSummarizer:
-    """Hands the summarizer the original tool results in place of their placeholders."""
+    """Hands the summarizer the original tool results in place of their placeholders.
+
+    Results cleared in the verbatim part that stays are appended after the span, in order: a
+    summary is being written anyway, so it may as well keep their facts too.
+    """
 
     def __init__(self, inner: Summarizer, originals: dict[int, Message]) -> None:
         self.inner = inner
@@ -108,7 +112,9 @@ class _OriginalsSummarizer:
     def __call__(
         self, messages: list[Message], *, previous_summary: str | None, max_tokens: int
     ) -> str:
+        passed = {id(m) for m in messages}
         restored = [self.originals.get(id(m), m) for m in messages]
+        restored += [m for key, m in self.originals.items() if key not in passed]
         return self.inner(restored, previous_summary=previous_summary, max_tokens=max_tokens)
 
 
