@@ -3,8 +3,10 @@
 At every user turn that asks for a fact of an earlier tool result, the history up to that turn
 is compressed to a share of its tokens, and the fact counts as visible when its value (a unique
 word) is anywhere in the compressed context. Clearing (the default keep-3 policy) in front of
-each strategy sits beside the strategies alone; the baseline is the plain sliding window.
-Offline: the extractive summarizer, o200k_base counts.
+each strategy sits beside the strategies alone; the baseline is the plain sliding window. The
+note counts the questions at which a summary had to be written: with a model as summarizer,
+each is a provider call that clearing alone avoids. Offline: the extractive summarizer,
+o200k_base counts.
 """
 
 from __future__ import annotations
@@ -27,8 +29,12 @@ BASELINE = "sliding_window"
 SEEDS = range(16)
 
 
-def _visible(trace: AgentTrace, name: str, share: float, clearing: bool) -> list[tuple[bool, bool]]:
-    """(visible, restated by the assistant) for each reference of the trace."""
+Outcome = tuple[bool, bool, bool]
+"""(fact visible, restated by the assistant, a summary was written) for one question."""
+
+
+def _visible(trace: AgentTrace, name: str, share: float, clearing: bool) -> list[Outcome]:
+    """One outcome per reference of the trace."""
     counter = counter_for_encoding("o200k_base")
     policy = ClearingPolicy() if clearing else None
     found = []
@@ -36,14 +42,14 @@ def _visible(trace: AgentTrace, name: str, share: float, clearing: bool) -> list
         history = trace.messages[: ref.index + 1]
         budget = int(counter.count_messages(history) * share)
         request = CompressionRequest(budget=budget, counter=counter, clearing=policy)
-        kept = compress(history, name, request).messages
-        present = set(words("\n".join(text_of(m) for m in kept)))
-        found.append((ref.fact.value in present, ref.fact.restated))
+        result = compress(history, name, request)
+        present = set(words("\n".join(text_of(m) for m in result.messages)))
+        found.append((ref.fact.value in present, ref.fact.restated, bool(result.summarized)))
     return found
 
 
-def _share(results: list[tuple[bool, bool]], restated: bool | None = None) -> float:
-    chosen = [seen for seen, told in results if restated is None or told == restated]
+def _share(results: list[Outcome], restated: bool | None = None) -> float:
+    chosen = [seen for seen, told, _ in results if restated is None or told == restated]
     return mean(chosen) if chosen else 0.0
 
 
@@ -53,7 +59,7 @@ def run(args: argparse.Namespace) -> list[Row]:
     traces = [agent_trace(seed) for seed in (SEEDS[:3] if args.quick else SEEDS)]
     rows = []
     for share in BUDGETS:
-        scores: dict[str, list[tuple[bool, bool]]] = {}
+        scores: dict[str, list[Outcome]] = {}
         for name in STRATEGIES:
             for clearing in (False, True):
                 case = f"clearing+{name}" if clearing else name
@@ -70,7 +76,8 @@ def run(args: argparse.Namespace) -> list[Row]:
                     ratio=f"{ours / baseline:.2f}x" if baseline else "-",
                     note=(
                         f"facts visible; restated {_share(results, True):.2f}, tool-only "
-                        f"{_share(results, False):.2f}; {len(results)} questions"
+                        f"{_share(results, False):.2f}; summaries "
+                        f"{sum(r[2] for r in results)}/{len(results)}"
                     ),
                 )
             )
