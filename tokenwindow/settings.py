@@ -9,6 +9,8 @@ Every process (worker, CLI, gateway, client) builds its settings here and nowher
 from __future__ import annotations
 
 import functools
+import os
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -220,3 +222,12 @@ def load_settings(**overrides: object) -> Settings:
 def get_settings() -> Settings:
     """Process-wide settings, built on first use (never at import time)."""
     return load_settings()
+
+
+def environment() -> Mapping[str, str]:
+    """The process environment, for a models file's ``os.environ/VAR`` references.
+
+    LiteLLM's proxy format lets the file name any variable, so those cannot be settings fields;
+    this is the one other place the environment is read.
+    """
+    return os.environ

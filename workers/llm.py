@@ -108,10 +108,12 @@ def _send(spec: ModelSpec, messages: list[Message], options: RequestOptions, **e
     litellm = load_litellm()
     settings = options.get("settings") or get_settings()
     timeout = options.get("timeout")
+    params = spec.call_params  # the models file's other litellm_params, passed on as they are
     request: dict[str, Any] = {
+        **params,
         "model": spec.litellm_model,
         "messages": messages,
-        "timeout": timeout if timeout is not None else settings.provider_timeout_seconds,
+        "timeout": timeout or params.get("timeout") or settings.provider_timeout_seconds,
         "num_retries": 0,
         "max_retries": 0,
     }
