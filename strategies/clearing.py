@@ -25,6 +25,7 @@ from strategies.base import (
     Summarizer,
 )
 from strategies.extractive import ExtractiveSummarizer
+from strategies.layout import layout
 from tokenwindow.counting import TokenCounter
 from tokenwindow.messages import Message
 
@@ -151,3 +152,17 @@ def with_clearing(
     return replace(
         result, tokens_before=total, tool_results_cleared=len(kept), tool_tokens_cleared=removed
     )
+
+
+def floor_after_clearing(
+    messages: list[Message], counter: TokenCounter, policy: ClearingPolicy | None
+) -> int:
+    """The fewest tokens any strategy reaches without cutting a message.
+
+    System messages and the newest user turn, with every tool result but the newest
+    ``keep_recent`` cleared. A model window below this needs the failsafe's cut, or a larger
+    model (``tokenwindow.window.context_fallback``).
+    """
+    if policy is not None:
+        messages = clear_tool_results(messages, budget=0, counter=counter, policy=policy).messages
+    return layout(messages, counter).floor()

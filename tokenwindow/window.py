@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from tokenwindow.counting import counter_for
-from tokenwindow.models import ModelSpec
+from tokenwindow.models import ModelRegistry, ModelSpec
 from tokenwindow.settings import Settings
 
 
@@ -89,3 +89,28 @@ def tool_schema_tokens(spec: ModelSpec, tools: Sequence[Any] | None) -> int:
     so this errs on the safe side. Raises ``InvalidInputError`` for a malformed schema.
     """
     return counter_for(spec).count_tools(tools or ())
+
+
+def context_fallback(
+    spec: ModelSpec,
+    needed: int,
+    registry: ModelRegistry,
+    settings: Settings,
+    *,
+    max_output_tokens: int | None = None,
+    tools_tokens: int = 0,
+) -> ModelSpec | None:
+    """The first of ``spec.context_window_fallbacks`` whose usable input holds ``needed`` tokens.
+
+    ``needed`` is what the turn cannot go below without cutting a message (for example
+    ``strategies.clearing.floor_after_clearing``), counted for ``spec``; None when no fallback
+    is configured or none is large enough. Unknown names were refused when the file loaded.
+    """
+    for name in spec.context_window_fallbacks:
+        bigger = registry.get(name)
+        window = window_for(
+            bigger, settings, max_output_tokens=max_output_tokens, tools_tokens=tools_tokens
+        )
+        if needed <= window.usable_input:
+            return bigger
+    return None

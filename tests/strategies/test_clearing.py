@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from strategies import STRATEGIES, compress
 from strategies.base import ClearingPolicy, CompressionRequest
-from strategies.clearing import clear_tool_results, placeholder
+from strategies.clearing import clear_tool_results, floor_after_clearing, placeholder
 from strategies.layout import layout
 from strategies.validity import check
 from tests.strategies.conversations import agent_conversations, smallest_window
@@ -187,3 +187,14 @@ def test_off_by_default_in_a_request() -> None:
     )
     assert result.tool_results_cleared == 0
     assert all(m in messages for m in result.messages)
+
+
+def test_the_floor_after_clearing_is_what_no_strategy_can_go_below() -> None:
+    messages = _agent(rounds=30, result_words=375)
+    policy = ClearingPolicy(keep_recent=2)
+    floor = floor_after_clearing(messages, COUNTER, policy)
+    assert floor < 4_000 < floor_after_clearing(messages, COUNTER, None)
+    result = compress(messages, "sliding_window", _request(floor, keep=2))
+    assert result.tokens_after <= floor and not result.truncated
+    with pytest.raises(BudgetError):
+        compress(messages, "sliding_window", _request(floor - 1, keep=2))

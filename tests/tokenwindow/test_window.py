@@ -6,9 +6,15 @@ from dataclasses import replace
 
 from tokenwindow.counting import counter_for
 from tokenwindow.messages import Message
-from tokenwindow.models import ModelSpec
+from tokenwindow.models import ModelRegistry, ModelSpec
 from tokenwindow.settings import load_settings
-from tokenwindow.window import Pressure, estimate_margin_ratio, tool_schema_tokens, window_for
+from tokenwindow.window import (
+    Pressure,
+    context_fallback,
+    estimate_margin_ratio,
+    tool_schema_tokens,
+    window_for,
+)
 
 EXACT = ModelSpec("m", "openai/m", "openai", 100_000, 4_000, "o200k_base", True)
 
@@ -92,3 +98,18 @@ def test_schema_cost_never_undercounts_a_request_with_a_system_message() -> None
         EXACT, [WEATHER_TOOL]
     )
     assert tool_schema_tokens(EXACT, None) == 0
+
+
+def test_context_fallback_is_the_first_larger_model_that_holds_the_turn() -> None:
+    settings = load_settings(exact_margin_tokens=16)
+    small = replace(EXACT, name="small", max_input_tokens=4_000, max_output_tokens=500)
+    medium = replace(EXACT, name="medium", max_input_tokens=8_000, max_output_tokens=500)
+    big = replace(EXACT, name="big", max_input_tokens=128_000, max_output_tokens=4_000)
+    small = replace(small, context_window_fallbacks=("medium", "big"))
+    registry = ModelRegistry([small, medium, big])
+    assert context_fallback(small, 6_000, registry, settings) == medium
+    assert context_fallback(small, 60_000, registry, settings) == big
+    assert context_fallback(small, 500_000, registry, settings) is None
+    assert context_fallback(big, 6_000, registry, settings) is None
+    tools = 7_000
+    assert context_fallback(small, 6_000, registry, settings, tools_tokens=tools) == big
