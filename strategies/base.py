@@ -33,6 +33,16 @@ class Summarizer(Protocol):
 
 
 @dataclass(frozen=True)
+class ClearingPolicy:
+    """Tool-result clearing (``strategies.clearing``): what it always leaves whole."""
+
+    keep_recent: int = 3
+    """Newest tool results (messages with role ``tool``) never cleared."""
+    clear_at_least: int = 0
+    """Once clearing, remove at least this many tokens (if there is that much to clear)."""
+
+
+@dataclass(frozen=True)
 class CompressionRequest:
     """Everything a strategy needs besides the messages."""
 
@@ -48,6 +58,8 @@ class CompressionRequest:
     interrupts: tuple[type[BaseException], ...] = ()
     """Exceptions a summarizer may raise that are not its failure but the caller's (a task's
     time limit): they pass through instead of being reported as a failed summary."""
+    clearing: ClearingPolicy | None = None
+    """Clear old tool results before the strategy runs; ``None`` leaves them whole."""
 
 
 @dataclass
@@ -69,6 +81,10 @@ class CompressionResult:
     failsafe: bool = False
     truncated: bool = False
     """The newest message alone exceeded the budget and its middle was cut."""
+    tool_results_cleared: int = 0
+    """Tool results in the window replaced by a placeholder (see ``strategies.clearing``)."""
+    tool_tokens_cleared: int = 0
+    """Tokens those placeholders saved."""
     error: str | None = None
     """Why compression could not be done (input returned unchanged), e.g. summarizer failure."""
 

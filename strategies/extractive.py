@@ -151,19 +151,25 @@ class ExtractiveSummarizer:
     def _select(self, found: list[Sentence], budget: int) -> list[Sentence]:
         """Lazy greedy: the best gain per token, re-scored only when it reaches the top.
 
+        Gains are exact sums (``math.fsum``): a plain sum over a set depends on its iteration
+        order, which changes with the process's hash seed, and would break ties differently.
+
         Returns the picks best first.
         """
         weights = self._weights(found)
         covered: set[str] = set()
         heap = [
-            (-sum(weights[w] for w in s.words) / (s.tokens + LINE_COST), s.order) for s in found
+            (-math.fsum(weights[w] for w in s.words) / (s.tokens + LINE_COST), s.order)
+            for s in found
         ]
         heapq.heapify(heap)
         chosen: list[Sentence] = []
         while heap and budget > 0:
             _, order = heapq.heappop(heap)
             sentence = found[order]
-            gain = sum(weights[w] for w in sentence.words - covered) / (sentence.tokens + LINE_COST)
+            gain = math.fsum(weights[w] for w in sentence.words - covered) / (
+                sentence.tokens + LINE_COST
+            )
             if gain <= 0:
                 continue
             if heap and gain < -heap[0][0]:

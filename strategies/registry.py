@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from strategies import failsafe, hybrid, sliding_window, summarization
 from strategies.base import CompressionRequest, CompressionResult, Strategy
+from strategies.clearing import with_clearing
 from tokenwindow.errors import BudgetError, InvalidInputError
 from tokenwindow.messages import Message, validate_messages
 from tokenwindow.settings import StrategyName
@@ -39,7 +40,12 @@ def compress(
 
     Raises ``InvalidInputError`` for malformed messages and ``BudgetError`` when the budget
     cannot hold the system messages and newest turn (the failsafe then cuts and flags instead).
+    With ``request.clearing`` set, old tool results are cleared first, for every strategy.
     """
     if request.budget <= 0:
         raise BudgetError(f"budget: must be positive, got {request.budget}")
-    return get_strategy(strategy)(validate_messages(messages), request)
+    chosen = get_strategy(strategy)
+    checked = validate_messages(messages)
+    if request.clearing is None:
+        return chosen(checked, request)
+    return with_clearing(chosen, checked, request, request.clearing)

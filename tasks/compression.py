@@ -46,6 +46,7 @@ def compress_session(
     strategy: str,
     reason: str,
     then: dict[str, Any] | None = None,
+    tools_tokens: int = 0,
 ) -> None:
     """Compress the session's working window to the target share and apply it atomically.
 
@@ -62,6 +63,7 @@ def compress_session(
             model=model,
             strategy=strategy,
             reason=reason,
+            tools_tokens=tools_tokens,
         )
     except Retry:
         handing_on = False
@@ -76,12 +78,19 @@ def compress_session(
 
 
 def _compress_session(
-    self: Task, *, session_id: str, turn_id: str, model: str, strategy: str, reason: str
+    self: Task,
+    *,
+    session_id: str,
+    turn_id: str,
+    model: str,
+    strategy: str,
+    reason: str,
+    tools_tokens: int,
 ) -> None:
     settings, store, events = get_settings(), get_store(), get_events()
     spec = get_registry().get(model)
     counter = counter_for_encoding(spec.encoding, spec.exact)
-    budget = window_for(spec, settings).target
+    budget = window_for(spec, settings, tools_tokens=tools_tokens).target
     working = store.working_window(session_id, counter)
     if working.tokens <= budget:
         return

@@ -16,13 +16,14 @@ import random
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import redis.exceptions
 from celery import Task, states
 from celery.exceptions import SoftTimeLimitExceeded
 
+from strategies.clearing import floor_after_clearing
 from tasks.compression import compress_session
 from tokenwindow.constants import (
     SESSION_ID_PATTERN,
@@ -47,10 +48,16 @@ from tokenwindow.protocol import TurnRequest
 from tokenwindow.scripts import Along
 from tokenwindow.sessions import Entry
 from tokenwindow.settings import get_settings
-from tokenwindow.window import Pressure, window_for
+from tokenwindow.window import (
+    Pressure,
+    Window,
+    context_fallback,
+    tool_schema_tokens,
+    window_for,
+)
 from workers.app import app
 from workers.backoff import backoff
-from workers.compressor import FAILSAFE, Compression
+from workers.compressor import FAILSAFE, Compression, clearing_policy
 from workers.connections import get_events, get_ledger, get_metrics, get_redis, get_store
 from workers.engine import get_engine
 from workers.ledger import LeaseLostError, Outcome, TurnState
@@ -107,6 +114,19 @@ class Generation:
 
     def kwargs(self) -> dict[str, Any]:
         return asdict(self)
+
+    def tools_tokens(self, spec: ModelSpec) -> int:
+        """What the request's tool schemas take of ``spec``'s window, on every turn."""
+        return tool_schema_tokens(spec, self.params.get("tools"))
+
+    def window(self, spec: ModelSpec, *, scale: float = 1.0) -> Window:
+        return window_for(
+            spec,
+            get_settings(),
+            max_output_tokens=self.max_tokens,
+            margin_scale=scale,
+            tools_tokens=self.tools_tokens(spec),
+        )
 
     def chat_params(self) -> dict[str, Any]:
         named = {"temperature": self.temperature, "max_tokens": self.max_tokens}
@@ -206,6 +226,7 @@ def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> F
         "turn_id": tid,
         "model": spec.name,
         "strategy": strategy,
+        "tools_tokens": generation.tools_tokens(spec),
     }
     if out.outcome == "done":
         _hand_on(out)
@@ -225,7 +246,7 @@ def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> F
         return None
     if out.outcome != "ingested":  # parked: the turn ahead hands it on
         return None
-    window = window_for(spec, settings, max_output_tokens=turn.max_tokens)
+    window = generation.window(spec)
     if out.data.get("encoding") == counter.encoding_name:
         tokens = REPLY_PRIMING + int(out.data.get("window_tokens") or 0)
     else:
@@ -262,17 +283,46 @@ def complete_turn(self: Task, **kwargs: Any) -> None:
 
 def _fit_window(
     spec: ModelSpec, working: WorkingWindow, generation: Generation, *, scale: float
-) -> list[Message]:
-    """The working window, failsafed down if it would not fit: never send an oversized request."""
+) -> tuple[ModelSpec, list[Message]]:
+    """The model and messages to send: never an oversized request.
+
+    A window over the model's usable input goes to a configured larger model
+    (``context_window_fallbacks``) when even clearing and the strategies could not keep the
+    newest turn whole here; otherwise the failsafe cuts it down.
+    """
     settings = get_settings()
-    window = window_for(spec, settings, max_output_tokens=generation.max_tokens, margin_scale=scale)
+    window = generation.window(spec, scale=scale)
     if working.tokens <= window.usable_input:
-        return working.messages
+        return spec, working.messages
+    counter = counter_for(spec)
+    if spec.context_window_fallbacks:
+        floor = floor_after_clearing(working.messages, counter, clearing_policy(settings))
+        bigger = context_fallback(
+            spec,
+            floor,
+            get_registry(),
+            settings,
+            max_output_tokens=generation.max_tokens,
+            tools_tokens=generation.tools_tokens(spec),
+        )
+        if floor > window.usable_input and bigger is not None:
+            get_events().publish(
+                generation.session_id,
+                generation.turn_id,
+                EventType.MODEL_FALLBACK,
+                model=spec.name,
+                fallback=bigger.name,
+                tokens=working.tokens,
+                usable_input=window.usable_input,
+            )
+            get_metrics().record([("context_fallbacks", bigger.name, 1)])
+            resized = replace(working, tokens=counter_for(bigger).count_messages(working.messages))
+            return _fit_window(bigger, resized, generation, scale=scale)
     result = Compression(
         working.messages,
         strategy=FAILSAFE,
         budget=window.usable_input,
-        counter=counter_for(spec),
+        counter=counter,
         provider=spec.provider,
         settings=settings,
     ).run()
@@ -289,7 +339,7 @@ def _fit_window(
         truncated=result.truncated,
         applied=False,
     )
-    return result.messages
+    return spec, result.messages
 
 
 def _generate(
@@ -327,10 +377,10 @@ def _generate(
     )
     try:
         working = window_from(data, began.entries, counter)
-        messages = _fit_window(spec, working, generation, scale=scale)
+        target, messages = _fit_window(spec, working, generation, scale=scale)
         reply = get_engine().run(
             stream_reply(
-                get_engine(), attempt, spec, messages, generation.chat_params(), settings=settings
+                get_engine(), attempt, target, messages, generation.chat_params(), settings=settings
             )
         )
     except ContextWindowExceededError as exc:

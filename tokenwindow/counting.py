@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import tiktoken
 
 from tokenwindow.errors import InvalidInputError
-from tokenwindow.images import image_tokens
+from tokenwindow.images import DEFAULT_IMAGE_MODEL, image_count_is_exact, image_tokens
 from tokenwindow.messages import SYSTEM_ROLES, Message, validate_messages
 from tokenwindow.offline import prepare_offline_environment
 from tokenwindow.tooldefs import render_tools
@@ -89,22 +89,36 @@ def _text_key(text: str) -> bytes:
     return digest.digest()
 
 
+def _parts(messages: Iterable[Message]) -> Iterable[dict[str, Any]]:
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            yield from (part for part in content if isinstance(part, dict))
+
+
+def _image_of(part: dict[str, Any]) -> tuple[str, str]:
+    """(url, detail) of an ``image_url`` part, in either of its shapes."""
+    image = part.get("image_url")
+    if isinstance(image, dict):
+        return str(image.get("url", "")), str(image.get("detail", "auto"))
+    return str(image), "auto"
+
+
 def has_opaque_parts(messages: Iterable[Message]) -> bool:
     """True when some message holds audio or a file, whose count can only be estimated."""
-    return any(
-        isinstance(part, dict) and part.get("type") in OPAQUE_PARTS
-        for m in messages
-        if isinstance(m.get("content"), list)
-        for part in m["content"]  # type: ignore[union-attr]
-    )
+    return any(part.get("type") in OPAQUE_PARTS for part in _parts(messages))
 
 
 class TokenCounter:
-    """Counts text and chat messages for one tiktoken encoding."""
+    """Counts text and chat messages for one tiktoken encoding (and one model's image rule)."""
 
-    def __init__(self, encoding_name: str, *, exact: bool = True) -> None:
+    def __init__(
+        self, encoding_name: str, *, exact: bool = True, image_model: str = DEFAULT_IMAGE_MODEL
+    ) -> None:
         self.encoding_name = encoding_name
         self.exact = exact
+        self.image_model = image_model
+        """litellm model name whose rule counts images (``tokenwindow.images``)."""
         self._encoding = get_encoding(encoding_name)
         self._cache: dict[Hashable, int] = {}
         self._short: dict[str, int] = {}
@@ -157,12 +171,8 @@ class TokenCounter:
             return self.count_text(str(part.get("text", "")))
         if kind == "refusal":
             return self.count_text(str(part.get("refusal", "")))
-        if kind == "image_url":
-            image = part.get("image_url")
-            if isinstance(image, str):
-                return image_tokens(image)
-            if isinstance(image, dict):
-                return image_tokens(str(image.get("url", "")), str(image.get("detail", "auto")))
+        if kind == "image_url" and isinstance(part.get("image_url"), str | dict):
+            return image_tokens(*_image_of(part), model=self.image_model)
         return 0  # audio and files: see OPAQUE_PARTS
 
     def _count_call(self, function: Any) -> int:
@@ -286,6 +296,14 @@ class TokenCounter:
                 tokens += self.count_text(content + "\n") - self.count_text(content)
         return tokens
 
+    def images_exact(self, messages: Iterable[Message]) -> bool:
+        """False when some image's count is an estimate (no published rule, or no size)."""
+        return all(
+            image_count_is_exact(*_image_of(part), model=self.image_model)
+            for part in _parts(messages)
+            if part.get("type") == "image_url"
+        )
+
     def count_messages(
         self, messages: Sequence[Message], tools: Sequence[Any] | None = None
     ) -> int:
@@ -295,14 +313,16 @@ class TokenCounter:
 
 
 @functools.cache
-def counter_for_encoding(encoding_name: str, exact: bool = True) -> TokenCounter:
-    """One shared counter (and so one shared cache) per encoding in a process."""
-    return TokenCounter(encoding_name, exact=exact)
+def counter_for_encoding(
+    encoding_name: str, exact: bool = True, image_model: str = DEFAULT_IMAGE_MODEL
+) -> TokenCounter:
+    """One shared counter (and so one shared cache) per encoding and image rule in a process."""
+    return TokenCounter(encoding_name, exact=exact, image_model=image_model)
 
 
 def counter_for(spec: ModelSpec) -> TokenCounter:
-    """The shared counter for a model's tokenizer."""
-    return counter_for_encoding(spec.encoding, spec.exact)
+    """The shared counter for a model's tokenizer and its own image rule."""
+    return counter_for_encoding(spec.encoding, spec.exact, spec.litellm_model)
 
 
 def count_request(
@@ -338,7 +358,7 @@ def count_request(
             raise InvalidInputError(f"tools: must be a list, got {type(tools).__name__}")
         checked = validate_messages(messages)
         tokens = counter.count_messages(checked, tools)
-        exact = exact and not has_opaque_parts(checked)
+        exact = exact and not has_opaque_parts(checked) and counter.images_exact(checked)
     kind = "tiktoken" if exact else "estimate"
     return {
         "model": spec.name,

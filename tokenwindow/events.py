@@ -23,6 +23,9 @@ class EventType(StrEnum):
     """A redelivered completion produced different text: discard this turn's earlier tokens."""
     TURN_COMPLETED = "turn_completed"
     TURN_FAILED = "turn_failed"
+    MODEL_FALLBACK = "model_fallback"
+    """The turn's window could not fit its model without cutting the newest turn: it goes to
+    the configured larger model (``context_window_fallbacks``) instead."""
     COMPRESSION_STARTED = "compression_started"
     COMPRESSION_COMPLETED = "compression_completed"
     COMPRESSION_FAILED = "compression_failed"

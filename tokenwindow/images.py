@@ -1,47 +1,40 @@
-"""Image tokens by OpenAI's published tile rule, sized from the image header alone.
+"""Image tokens by each model's own rule, sized from the image header alone.
+
+The rules are litellm's (``litellm_core_utils.token_counter.estimate_image_tokens``, from its
+local tables, no network): OpenAI's tile costs per model (gpt-4o 85 + 170 per 512px tile,
+gpt-4o-mini 2,833 + 5,667, o1/o3 75 + 150, gpt-5 70 + 140), the 32px-patch rule with its
+per-model multiplier (gpt-4.1-mini 1.62, ...), and Anthropic's 28px-patch budget for Claude.
+A model litellm has no rule for is estimated with Claude's rule (Claude models) or gpt-4o's.
 
 An image costs the same whatever its encoded size, so the base64 text of a ``data:`` URL is never
-counted: only the width and height matter, and those sit in the first bytes of every PNG, GIF,
-WebP and (after its metadata segments) JPEG file.
+counted: only width and height matter, and those sit in the first bytes of every PNG, GIF, WebP
+and (after its metadata segments) JPEG file. They are read here, where even a JPEG with large
+metadata is read to its frame header, and handed to litellm as a minimal PNG header. A count is
+exact only for an OpenAI rule and a size read from the image; a remote URL is never fetched and
+is counted at the largest size the rule allows.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import math
+import functools
 import struct
+import zlib
+from types import ModuleType
 
-LOW_DETAIL_TOKENS = 85
-"""A low-detail image is one 512px tile: a flat 85 tokens."""
-TILE_TOKENS = 170
-"""Each 512px tile of a high-detail image."""
-BASE_TOKENS = 85
-"""Added once per high-detail image."""
-TILE_SIZE = 512
-MAX_SIDE = 2048
-SHORT_SIDE = 768
-UNKNOWN_SIZE = (1024, 1024)
-"""Assumed when the image is a remote URL or its header cannot be read: 765 tokens at high detail.
-Counting offline means never fetching the image; a 1024x1024 image is the common case."""
+from tokenwindow.offline import prepare_offline_environment
+
+DEFAULT_IMAGE_MODEL = "gpt-4o"
+"""Whose rule counts images when no model is known (OpenAI's classic tile rule)."""
+CLAUDE_FALLBACK_MODEL = "anthropic/claude-sonnet-4-5"
+"""Whose rule estimates a Claude model that litellm's tables do not list."""
+ESTIMATE_DETAILS = frozenset(("original",))
+"""Detail levels litellm has no exact rule for."""
 
 _HEADER_CHARS = 4096
 """Base64 characters decoded first; enough for PNG, GIF and WebP, and most JPEGs."""
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
-def tile_tokens(width: int, height: int, detail: str = "high") -> int:
-    """Tokens for one image of ``width`` x ``height`` pixels at ``detail`` (``auto`` = high)."""
-    if detail == "low":
-        return LOW_DETAIL_TOKENS
-    if width <= 0 or height <= 0:
-        width, height = UNKNOWN_SIZE
-    scale = min(1.0, MAX_SIDE / max(width, height))
-    w, h = width * scale, height * scale
-    scale = min(1.0, SHORT_SIDE / min(w, h))
-    w, h = w * scale, h * scale
-    tiles = math.ceil(w / TILE_SIZE) * math.ceil(h / TILE_SIZE)
-    return BASE_TOKENS + TILE_TOKENS * tiles
 
 
 def _png(data: bytes) -> tuple[int, int] | None:
@@ -122,10 +115,50 @@ def data_url_size(url: str) -> tuple[int, int] | None:
         chars *= 4
 
 
-def image_tokens(url: str, detail: str = "auto") -> int:
-    """Tokens for an ``image_url`` part: header size for data URLs, else ``UNKNOWN_SIZE``."""
-    if detail == "low":
-        return LOW_DETAIL_TOKENS
+@functools.cache
+def _token_counter() -> ModuleType:
+    """litellm's token counter module, imported only when the first image is counted."""
+    prepare_offline_environment()
+    from litellm.litellm_core_utils import token_counter
+
+    return token_counter
+
+
+@functools.cache
+def _family(model: str) -> str | None:
+    """litellm's image rule name for ``model`` (``gpt-4o-mini``, ``claude-standard``), if any."""
+    family: str | None = _token_counter()._image_model_family(model)
+    return family
+
+
+def _png_url(width: int, height: int) -> str:
+    """The smallest data URL litellm reads a size from: a PNG signature and header chunk."""
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    chunk = struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
+    return "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + chunk).decode()
+
+
+def _size(url: str) -> tuple[int, int] | None:
     size = data_url_size(url) if url.startswith("data:") else None
-    width, height = size or UNKNOWN_SIZE
-    return tile_tokens(width, height, detail)
+    return size if size is not None and size[0] > 0 and size[1] > 0 else None
+
+
+def image_tokens(url: str, detail: str = "auto", model: str = DEFAULT_IMAGE_MODEL) -> int:
+    """Tokens for an ``image_url`` part sent to ``model`` (a litellm model name)."""
+    size = _size(url)
+    fallback = CLAUDE_FALLBACK_MODEL if "claude" in model else DEFAULT_IMAGE_MODEL
+    tokens: int = _token_counter().estimate_image_tokens(
+        model, _png_url(*size) if size else url, detail, fallback_model=fallback
+    )
+    return tokens
+
+
+def image_count_is_exact(url: str, detail: str = "auto", model: str = DEFAULT_IMAGE_MODEL) -> bool:
+    """True when ``image_tokens`` follows the provider's published rule for a known size."""
+    family = _family(model)
+    return (
+        family is not None
+        and not family.startswith("claude")
+        and detail not in ESTIMATE_DETAILS
+        and _size(url) is not None
+    )

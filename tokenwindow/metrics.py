@@ -30,6 +30,7 @@ COUNTERS = (
     "failsafe_used",
     "context_retries",
     "provider_calls",
+    "context_fallbacks",
     "errors",
 )
 

@@ -1,7 +1,11 @@
 """The model registry: window sizes, tokenizer and endpoint for every model we can serve.
 
 Sources, later ones winning: litellm's local model map, the seed's built-in table, and the
-operator's ``TOKENWINDOW_MODELS_FILE`` (LiteLLM proxy ``model_list`` YAML; JSON loads too).
+operator's ``TOKENWINDOW_MODELS_FILE``: a LiteLLM proxy config (YAML; JSON loads too) read the
+way the proxy reads it, so one file serves both. ``os.environ/VAR`` values are resolved, every
+``litellm_params`` key is kept for the call, several deployments under one ``model_name`` are
+kept for litellm's Router, and ``context_window_fallbacks`` names the larger model a turn moves
+to. Whatever the service does not use is named in one warning, never silently dropped.
 """
 
 from __future__ import annotations
@@ -9,9 +13,11 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import tiktoken
@@ -19,7 +25,9 @@ import yaml
 
 from tokenwindow.errors import ConfigurationError, UnknownModelError
 from tokenwindow.offline import litellm_tokenizer_dir
-from tokenwindow.settings import Settings, get_settings
+from tokenwindow.settings import Settings, environment, get_settings
+
+log = logging.getLogger(__name__)
 
 OFFLINE_MODEL = "tokenwindow-offline"
 """Built-in model that needs no key and no network: used by the demo and by keyless users."""
@@ -30,6 +38,36 @@ ESTIMATE_ENCODING = "o200k_base"
 """Used to estimate models whose own tokenizer is not available offline."""
 EXACT_PROVIDERS = frozenset(("openai", "azure"))
 """Providers whose models use the tiktoken encodings, so their counts are exact."""
+ENV_PREFIX = "os.environ/"
+"""A ``litellm_params`` value ``os.environ/VAR`` stands for the variable's value (LiteLLM)."""
+OWN_PARAMS = frozenset(("model", "api_base", "api_key"))
+"""``litellm_params`` with a field of their own on ``ModelSpec``."""
+ROUTER_ONLY_PARAMS = frozenset(("rpm", "tpm", "weight", "order", "max_parallel_requests"))
+"""``litellm_params`` that steer litellm's Router between deployments, not the call itself."""
+ROUTER_SETTINGS = frozenset(
+    (
+        "routing_strategy",
+        "routing_strategy_args",
+        "num_retries",
+        "timeout",
+        "stream_timeout",
+        "retry_after",
+        "retry_policy",
+        "allowed_fails",
+        "allowed_fails_policy",
+        "cooldown_time",
+        "disable_cooldowns",
+        "enable_pre_call_checks",
+        "default_max_parallel_requests",
+    )
+)
+"""``router_settings`` passed on to litellm's Router (``workers.router``)."""
+SECTIONS = frozenset(("model_list", "router_settings", "litellm_settings"))
+ENTRY_KEYS = frozenset(("model_name", "litellm_params", "model_info"))
+MODEL_INFO_KEYS = frozenset(
+    ("max_input_tokens", "max_output_tokens", "encoding", "tokenizer", "exact")
+)
+FALLBACKS = "context_window_fallbacks"
 
 
 @dataclass(frozen=True)
@@ -46,6 +84,20 @@ class ModelSpec:
     api_base: str | None = None
     api_key: str | None = field(default=None, repr=False)
     source: str = "builtin"
+    litellm_params: Mapping[str, Any] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False, hash=False
+    )
+    """Every ``litellm_params`` key of the first deployment, ``os.environ/`` resolved."""
+    deployments: tuple[Mapping[str, Any], ...] = field(default=(), repr=False, hash=False)
+    """The ``litellm_params`` of every deployment under this name, for litellm's Router."""
+    context_window_fallbacks: tuple[str, ...] = ()
+    """Larger models, in order, for a turn that cannot fit this one (LiteLLM's setting)."""
+
+    @property
+    def call_params(self) -> dict[str, Any]:
+        """``litellm_params`` a call passes on as they are (api_version, extra_headers, ...)."""
+        skip = OWN_PARAMS | ROUTER_ONLY_PARAMS
+        return {k: v for k, v in self.litellm_params.items() if k not in skip}
 
     def public_dict(self) -> dict[str, Any]:
         """The spec as callers see it: never the key."""
@@ -59,6 +111,8 @@ class ModelSpec:
             "exact": self.exact,
             "api_base": self.api_base,
             "source": self.source,
+            "deployments": len(self.deployments) or 1,
+            "context_window_fallbacks": list(self.context_window_fallbacks),
         }
 
 
@@ -147,16 +201,55 @@ def _encoding_field(info: Mapping[str, Any], where: str, default: str) -> str:
     return str(value)
 
 
-def _entry_spec(entry: object, where: str, known: Mapping[str, ModelSpec]) -> ModelSpec:
+class _Warnings:
+    """One warning per unused section or key, however many entries carry it."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.seen: set[str] = set()
+
+    def unused(self, where: str, keys: Iterable[str], used: frozenset[str]) -> None:
+        for key in sorted(set(keys) - used):
+            name = f"{where}.{key}" if where else key
+            if name not in self.seen:
+                self.seen.add(name)
+                log.warning("TOKENWINDOW_MODELS_FILE: %s: %s is not used; ignored", self.file, name)
+
+
+def _resolve(params: Mapping[str, Any], where: str, environ: Mapping[str, str]) -> dict[str, Any]:
+    """``litellm_params`` with every ``os.environ/VAR`` value replaced by the variable's value."""
+    resolved = {}
+    for key, value in params.items():
+        resolved[str(key)] = value
+        if isinstance(value, str) and value.startswith(ENV_PREFIX):
+            variable = value.removeprefix(ENV_PREFIX)
+            if variable not in environ:
+                raise ConfigurationError(
+                    f"{where}.litellm_params.{key}: environment variable {variable} is not set"
+                )
+            resolved[str(key)] = environ[variable]
+    return resolved
+
+
+def _entry_spec(
+    entry: object,
+    where: str,
+    known: Mapping[str, ModelSpec],
+    environ: Mapping[str, str],
+    warnings: _Warnings,
+) -> ModelSpec:
     """One ``model_list`` entry; windows missing from ``model_info`` come from litellm's map."""
     if not isinstance(entry, dict) or not isinstance(entry.get("model_name"), str):
         raise ConfigurationError(f"{where}.model_name: must be a string")
-    params = entry.get("litellm_params") or {}
+    raw_params = entry.get("litellm_params") or {}
     info = entry.get("model_info") or {}
-    if not isinstance(params, dict) or not isinstance(params.get("model"), str):
+    if not isinstance(raw_params, dict) or not isinstance(raw_params.get("model"), str):
         raise ConfigurationError(f"{where}.litellm_params.model: must be a string")
     if not isinstance(info, dict):
         raise ConfigurationError(f"{where}.model_info: must be a mapping")
+    warnings.unused("model_list[*]", entry, ENTRY_KEYS)
+    warnings.unused("model_list[*].model_info", info, MODEL_INFO_KEYS)
+    params = _resolve(raw_params, where, environ)
     litellm_model: str = params["model"]
     base = known.get(litellm_model) or known.get(litellm_model.split("/", 1)[-1])
     exact_encoding = openai_encoding(litellm_model)
@@ -167,6 +260,7 @@ def _entry_spec(entry: object, where: str, known: Mapping[str, ModelSpec]) -> Mo
     for key in ("api_base", "api_key"):
         if params.get(key) is not None and not isinstance(params[key], str):
             raise ConfigurationError(f"{where}.litellm_params.{key}: must be a string")
+    frozen = MappingProxyType(params)
     return ModelSpec(
         name=entry["model_name"],
         litellm_model=litellm_model,
@@ -178,41 +272,108 @@ def _entry_spec(entry: object, where: str, known: Mapping[str, ModelSpec]) -> Mo
         api_base=params.get("api_base"),
         api_key=params.get("api_key"),
         source="file",
+        litellm_params=frozen,
+        deployments=(frozen,),
     )
 
 
-def parse_models_file(path: Path, known: Mapping[str, ModelSpec] | None = None) -> list[ModelSpec]:
-    """Read a LiteLLM-proxy ``model_list`` file; errors name the file, the entry and the field.
+def _fallbacks(section: Mapping[str, Any], where: str) -> dict[str, tuple[str, ...]]:
+    """LiteLLM's ``[{"small": ["big", ...]}, ...]`` as ``{"small": ("big", ...)}``."""
+    value = section.get(FALLBACKS)
+    if value is None:
+        return {}
+    if not isinstance(value, list):
+        raise ConfigurationError(f"{where}.{FALLBACKS}: must be a list like [{{small: [big]}}]")
+    found: dict[str, tuple[str, ...]] = {}
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ConfigurationError(
+                f"{where}.{FALLBACKS}[{i}]: must be a mapping {{small: [big]}}"
+            )
+        for small, bigger in item.items():
+            names = [bigger] if isinstance(bigger, str) else bigger
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ConfigurationError(
+                    f"{where}.{FALLBACKS}[{i}].{small}: must be a model name or a list of them"
+                )
+            found[str(small)] = tuple(names)
+    return found
 
-    ``known`` (litellm's map by name) fills windows an entry leaves out, as the proxy does.
-    Several deployments under one ``model_name`` share the smallest windows, so a request that
-    fits one fits any of them.
-    """
+
+def _section(data: Mapping[str, Any], name: str, file: str) -> Mapping[str, Any]:
+    value = data.get(name) or {}
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"TOKENWINDOW_MODELS_FILE: {file}: {name} must be a mapping")
+    return value
+
+
+@dataclass(frozen=True)
+class ModelsFile:
+    """What a LiteLLM proxy config gives the service."""
+
+    specs: list[ModelSpec]
+    router_settings: Mapping[str, Any]
+    """The ``router_settings`` keys in ``ROUTER_SETTINGS``, for ``workers.router``."""
+    context_window_fallbacks: Mapping[str, tuple[str, ...]]
+
+
+def _read(path: Path) -> object:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigurationError(f"TOKENWINDOW_MODELS_FILE: cannot read {path}: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigurationError(
             f"TOKENWINDOW_MODELS_FILE: {path} is not YAML/JSON: {exc}"
         ) from None
-    entries = data.get("model_list") if isinstance(data, dict) else data
-    if not isinstance(entries, list):
+
+
+def parse_models_file(
+    path: Path,
+    known: Mapping[str, ModelSpec] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ModelsFile:
+    """Read a LiteLLM proxy config; errors name the file, the entry and the field.
+
+    ``known`` (litellm's map by name) fills windows an entry leaves out, as the proxy does.
+    Several deployments under one ``model_name`` share the smallest windows, so a request that
+    fits one fits any of them. ``environ`` (default: the process environment) resolves
+    ``os.environ/VAR`` values; a variable that is not set is a ``ConfigurationError``.
+    """
+    data = _read(path)
+    if isinstance(data, list):  # a bare model_list, as earlier versions accepted
+        data = {"model_list": data}
+    entries = data.get("model_list") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not isinstance(entries, list):
         raise ConfigurationError(f"TOKENWINDOW_MODELS_FILE: {path} needs a 'model_list' list")
+    warnings = _Warnings(path.name)
+    warnings.unused("", data, SECTIONS)
+    litellm_settings = _section(data, "litellm_settings", path.name)
+    router_settings = _section(data, "router_settings", path.name)
+    warnings.unused("litellm_settings", litellm_settings, frozenset((FALLBACKS,)))
+    warnings.unused("router_settings", router_settings, ROUTER_SETTINGS | {FALLBACKS})
     specs: dict[str, ModelSpec] = {}
     for i, entry in enumerate(entries):
-        spec = _entry_spec(entry, f"{path.name}: model_list[{i}]", known or {})
+        where = f"{path.name}: model_list[{i}]"
+        spec = _entry_spec(entry, where, known or {}, environ or environment(), warnings)
         earlier = specs.get(spec.name)
         if earlier is not None:
             spec = replace(
                 earlier,
                 max_input_tokens=min(earlier.max_input_tokens, spec.max_input_tokens),
                 max_output_tokens=min(earlier.max_output_tokens, spec.max_output_tokens),
+                deployments=earlier.deployments + spec.deployments,
             )
         specs[spec.name] = spec
-    return list(specs.values())
+    fallbacks = _fallbacks(litellm_settings, f"{path.name}: litellm_settings")
+    fallbacks.update(_fallbacks(router_settings, f"{path.name}: router_settings"))
+    return ModelsFile(
+        specs=list(specs.values()),
+        router_settings={k: v for k, v in router_settings.items() if k in ROUTER_SETTINGS},
+        context_window_fallbacks=fallbacks,
+    )
 
 
 class ModelRegistry:
@@ -222,12 +383,20 @@ class ModelRegistry:
     name (``openai/gpt-4o``), but a real name always wins over such an alias.
     """
 
-    def __init__(self, specs: Iterable[ModelSpec], *, fallback_encoding: str | None = None):
+    def __init__(
+        self,
+        specs: Iterable[ModelSpec],
+        *,
+        fallback_encoding: str | None = None,
+        router_settings: Mapping[str, Any] | None = None,
+    ):
         self._specs: dict[str, ModelSpec] = {}
         for spec in specs:
             self._specs[spec.name] = spec
         self._aliases = {s.litellm_model: s for s in self._specs.values()}
         self.fallback_encoding = fallback_encoding
+        self.router_settings: Mapping[str, Any] = router_settings or {}
+        """The models file's ``router_settings`` that ``workers.router`` passes to the Router."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelRegistry:
@@ -235,10 +404,40 @@ class ModelRegistry:
         with _litellm_map_path().open(encoding="utf-8") as f:
             specs = list(_from_litellm_map(json.load(f)))
         specs.extend(BUILTIN_MODELS)
-        if settings.models_file is not None:
-            known = {s.name: s for s in specs}
-            specs.extend(parse_models_file(settings.models_file, known))
-        return cls(specs, fallback_encoding=settings.fallback_encoding)
+        if settings.models_file is None:
+            return cls(specs, fallback_encoding=settings.fallback_encoding)
+        known = {s.name: s for s in specs}
+        models_file = parse_models_file(settings.models_file, known)
+        registry = cls(
+            specs + models_file.specs,
+            fallback_encoding=settings.fallback_encoding,
+            router_settings=models_file.router_settings,
+        )
+        registry._set_fallbacks(models_file.context_window_fallbacks, settings.models_file.name)
+        return registry
+
+    def _set_fallbacks(self, fallbacks: Mapping[str, tuple[str, ...]], file: str) -> None:
+        """Attach ``context_window_fallbacks``; every model they name must be known."""
+        for small, bigger in fallbacks.items():
+            for name in (small, *bigger):
+                if name not in self._specs and name not in self._aliases:
+                    close = difflib.get_close_matches(name, list(self._specs), n=3, cutoff=0.5)
+                    hint = f"; did you mean {', '.join(close)}?" if close else ""
+                    raise ConfigurationError(
+                        f"TOKENWINDOW_MODELS_FILE: {file}: {FALLBACKS}: unknown model "
+                        f"{name!r}{hint}"
+                    )
+            spec = self.get(small)
+            self._specs[spec.name] = replace(spec, context_window_fallbacks=bigger)
+        self._aliases = {s.litellm_model: s for s in self._specs.values()}
+
+    def deployments(self) -> list[dict[str, Any]]:
+        """LiteLLM's ``model_list`` for every models-file deployment (``workers.router``)."""
+        return [
+            {"model_name": spec.name, "litellm_params": dict(params)}
+            for spec in self.all()
+            for params in spec.deployments
+        ]
 
     def get(self, name: str) -> ModelSpec:
         spec = self._specs.get(name) or self._aliases.get(name)

@@ -9,6 +9,8 @@ Every process (worker, CLI, gateway, client) builds its settings here and nowher
 from __future__ import annotations
 
 import functools
+import os
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -87,6 +89,12 @@ class Settings(BaseSettings):
     recent_share: float = Field(0.5, gt=0, lt=1)
     """Share of the compressed budget kept as verbatim recent messages (hybrid); it shrinks in
     proportion when the budget is under a quarter of the window."""
+    tool_clearing: bool = True
+    """Clear old tool results (placeholders) before any strategy drops or summarizes."""
+    tool_keep_recent: int = Field(3, ge=0)
+    """Newest tool results that clearing always leaves whole."""
+    tool_clear_at_least: int = Field(0, ge=0)
+    """Tokens clearing removes at least once it clears (fewer cache-breaking edits)."""
     exact_margin_tokens: int = Field(16, ge=0)
     estimate_margin_ratio: float = Field(0.10, ge=0, lt=0.5)
     """Extra headroom for models whose count is an estimate; see README, "Safety margins"."""
@@ -218,3 +226,12 @@ def load_settings(**overrides: object) -> Settings:
 def get_settings() -> Settings:
     """Process-wide settings, built on first use (never at import time)."""
     return load_settings()
+
+
+def environment() -> Mapping[str, str]:
+    """The process environment, for a models file's ``os.environ/VAR`` references.
+
+    LiteLLM's proxy format lets the file name any variable, so those cannot be settings fields;
+    this is the one other place the environment is read.
+    """
+    return os.environ

@@ -13,7 +13,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 import strategies
-from strategies.base import CompressionRequest, CompressionResult, Summarizer
+from strategies.base import ClearingPolicy, CompressionRequest, CompressionResult, Summarizer
 from strategies.chunking import chunked
 from strategies.extractive import ExtractiveSummarizer
 from tokenwindow.counting import TokenCounter, counter_for
@@ -36,6 +36,8 @@ def report(result: CompressionResult) -> dict[str, Any]:
         "truncated": result.truncated,
         "summarized": result.summarized,
         "dropped": result.dropped,
+        "tool_results_cleared": result.tool_results_cleared,
+        "tool_tokens_cleared": result.tool_tokens_cleared,
     }
 
 
@@ -54,6 +56,13 @@ class RecordingSummarizer:
         except ProviderError as exc:
             self.last_error = exc
             raise
+
+
+def clearing_policy(settings: Settings) -> ClearingPolicy | None:
+    """The tool-result clearing the settings ask for, or None when it is off."""
+    if not settings.tool_clearing:
+        return None
+    return ClearingPolicy(settings.tool_keep_recent, settings.tool_clear_at_least)
 
 
 def configured_summarizer(settings: Settings, counter: TokenCounter) -> RecordingSummarizer:
@@ -92,6 +101,7 @@ class Compression:
             recent_share=settings.recent_share,
             provider=provider,
             interrupts=(SoftTimeLimitExceeded,),
+            clearing=clearing_policy(settings),
         )
 
     @property

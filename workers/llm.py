@@ -108,12 +108,15 @@ def _gemini_stream_client(timeout: float) -> Any:
 def request_for(
     spec: ModelSpec, messages: list[Message], params: dict[str, Any], settings: Settings
 ) -> dict[str, Any]:
-    """litellm keyword arguments for one call: our defaults, the model's endpoint, the params."""
+    """litellm keyword arguments for one call: the models file's other litellm_params as they
+    are, our defaults, the model's endpoint, then the call's own params."""
     timeout = params.pop("timeout", None)
+    configured = spec.call_params
     request: dict[str, Any] = {
+        **configured,
         "model": spec.litellm_model,
         "messages": messages,
-        "timeout": timeout if timeout is not None else settings.provider_timeout_seconds,
+        "timeout": timeout or configured.get("timeout") or settings.provider_timeout_seconds,
         "num_retries": 0,
         "max_retries": 0,
     }

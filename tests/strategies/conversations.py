@@ -131,3 +131,43 @@ def assert_invariants(
         covered |= set(range(start, end))
     assert covered == set(range(len(messages)))
     assert (result.summary is not None) == any(m.get("name") == SUMMARY_NAME for m in out)
+
+
+TOOLS = ("get_weather", "search_docs", "read_file")
+tool_output = st.lists(st.sampled_from(WORDS), min_size=1, max_size=400).map(" ".join)
+
+
+@st.composite
+def agent_conversations(draw: st.DrawFn) -> list[Message]:
+    """An agent loop: user turns, each followed by rounds of (parallel) calls with long results.
+
+    The last turn may stop right after tool results, as a request in the middle of a loop does.
+    """
+    messages: list[Message] = [
+        {"role": "system", "content": draw(text)} for _ in range(draw(st.integers(0, 1)))
+    ]
+    call = 0
+    turns = draw(st.integers(1, 4))
+    for turn in range(turns):
+        messages.append(draw(user_message()))
+        for _ in range(draw(st.integers(0 if turn < turns - 1 else 1, 4))):
+            calls = []
+            for _ in range(draw(st.integers(1, 3))):
+                call += 1
+                name = draw(st.sampled_from(TOOLS))
+                arguments = json.dumps({"q": draw(text)})
+                calls.append(
+                    {
+                        "id": f"call_{call}",
+                        "type": "function",
+                        "function": {"name": name, "arguments": arguments},
+                    }
+                )
+            messages.append({"role": "assistant", "content": None, "tool_calls": calls})  # type: ignore[typeddict-item]
+            messages.extend(
+                {"role": "tool", "tool_call_id": c["id"], "content": draw(tool_output)}
+                for c in draw(st.permutations(calls))
+            )
+        if turn < turns - 1 or draw(st.booleans()):
+            messages.append({"role": "assistant", "content": draw(text)})
+    return messages

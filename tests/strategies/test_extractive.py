@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -72,3 +77,29 @@ def test_the_summary_never_exceeds_max_tokens(messages: list[Message], max_token
     except SummarizerError:
         return
     assert 0 < COUNTER.count_text(summary) <= max_tokens
+
+
+_SUMMARY_SCRIPT = """
+from bench.agent_traces import agent_trace
+from strategies.extractive import ExtractiveSummarizer
+from tokenwindow.counting import counter_for_encoding
+messages = agent_trace(3).messages[1:60]
+print(ExtractiveSummarizer(counter_for_encoding("o200k_base"))(
+    messages, previous_summary=None, max_tokens=300))
+"""
+
+
+def test_the_summary_does_not_depend_on_the_hash_seed() -> None:
+    """Near-equal gains must not be ordered by a set's iteration order (seeded per process)."""
+    root = Path(__file__).resolve().parents[2]
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", _SUMMARY_SCRIPT],
+            env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(root)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3", "4")
+    }
+    assert len(outputs) == 1

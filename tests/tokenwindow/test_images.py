@@ -1,4 +1,4 @@
-"""Image tokens: OpenAI's tile rule and sizes read from file headers."""
+"""Image tokens: each model's own rule (litellm's tables) and sizes read from file headers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import struct
 
 import pytest
 
-from tokenwindow.images import data_url_size, image_size, image_tokens, tile_tokens
+from tokenwindow.counting import count_request, counter_for_encoding
+from tokenwindow.images import data_url_size, image_count_is_exact, image_size, image_tokens
 
 
 def png(width: int, height: int, body: int = 0) -> bytes:
@@ -42,17 +43,48 @@ def data_url(data: bytes, mime: str = "image/png") -> str:
 
 
 @pytest.mark.parametrize(
-    ("size", "expected"),
-    # OpenAI's worked examples: 1024x1024 -> 765; 2048x4096 -> 1105; small images one tile.
-    [((1024, 1024), 765), ((2048, 4096), 1105), ((512, 512), 255), ((100, 4000), 85 + 170 * 4)],
+    ("model", "size", "expected"),
+    # OpenAI's published figures: gpt-4o 1024x1024 -> 765 and 2048x4096 -> 1105 (85 + 170 a
+    # tile); gpt-4o-mini 2,833 + 5,667 a tile; o1 75 + 150; gpt-5 70 + 140; gpt-4.1-mini counts
+    # 32px patches x 1.62 (1024x1024: 1,024 patches -> 1,659).
+    [
+        ("gpt-4o", (1024, 1024), 765),
+        ("openai/gpt-4o", (2048, 4096), 1105),
+        ("gpt-4o", (512, 512), 255),
+        ("gpt-4o-mini", (1024, 1024), 2833 + 4 * 5667),
+        ("azure/gpt-4o-mini", (512, 512), 2833 + 5667),
+        ("o1", (1024, 1024), 75 + 4 * 150),
+        ("gpt-5", (1024, 1024), 70 + 4 * 140),
+        ("gpt-4.1-mini", (1024, 1024), 1659),
+    ],
 )
-def test_tile_rule(size: tuple[int, int], expected: int) -> None:
-    assert tile_tokens(*size) == expected
+def test_each_model_counts_with_its_own_published_rule(
+    model: str, size: tuple[int, int], expected: int
+) -> None:
+    url = data_url(png(*size))
+    assert image_tokens(url, model=model) == expected
+    assert image_count_is_exact(url, model=model)
+
+
+def test_gpt_4o_mini_images_cost_over_30_times_gpt_4o() -> None:
+    url = data_url(png(1024, 1024))
+    assert image_tokens(url, model="gpt-4o-mini") > 30 * image_tokens(url, model="gpt-4o")
+
+
+def test_claude_and_models_without_a_rule_are_estimates() -> None:
+    url = data_url(png(1092, 1092))
+    claude = image_tokens(url, model="anthropic/claude-sonnet-4-5")
+    assert abs(claude - 1092 * 1092 / 750) / claude < 0.1  # Anthropic: about w * h / 750
+    assert not image_count_is_exact(url, model="anthropic/claude-sonnet-4-5")
+    # Not in litellm's tables: Claude's rule for a Claude model, gpt-4o's for the rest.
+    assert image_tokens(url, model="anthropic/claude-3-5-sonnet-20241022") == claude
+    assert image_tokens(url, model="hosted_vllm/llava") == image_tokens(url)
+    assert not image_count_is_exact(url, model="hosted_vllm/llava")
 
 
 def test_low_detail_is_flat() -> None:
-    assert tile_tokens(4096, 8192, "low") == 85
     assert image_tokens(data_url(png(4096, 4096)), "low") == 85
+    assert image_tokens(data_url(png(4096, 4096)), "low", model="gpt-4o-mini") == 2833
 
 
 @pytest.mark.parametrize(
@@ -80,6 +112,22 @@ def test_payload_size_does_not_change_the_count() -> None:
     assert small == large == 1105
 
 
-def test_unknown_size_assumes_1024_square_high_detail() -> None:
-    assert image_tokens("https://example.com/cat.jpg") == 765
-    assert image_tokens("data:image/png;base64,!!!!") == 765
+def test_an_unknown_size_counts_the_largest_image_and_is_an_estimate() -> None:
+    largest = image_tokens(data_url(png(2000, 768)))
+    for url in ("https://example.com/cat.jpg", "data:image/png;base64,!!!!"):
+        assert image_tokens(url) == largest == 85 + 170 * 8
+        assert not image_count_is_exact(url)
+
+
+def test_a_count_with_an_estimated_image_is_reported_as_an_estimate() -> None:
+    def request(url: str) -> list[dict[str, object]]:
+        part = {"type": "image_url", "image_url": {"url": url}}
+        return [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, part]}]
+
+    known = count_request("gpt-4o-mini", messages=request(data_url(png(1024, 1024))))
+    remote = count_request("gpt-4o-mini", messages=request("https://example.com/cat.png"))
+    assert known["exact"] and not remote["exact"]
+    text_only = counter_for_encoding("o200k_base").count_messages(
+        [{"role": "user", "content": [{"type": "text", "text": "What is this?"}]}]
+    )
+    assert known["tokens"] == text_only + 25_501

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pytest import LogCaptureFixture, MonkeyPatch
 
 from tokenwindow.errors import ConfigurationError, UnknownModelError
 from tokenwindow.models import ModelRegistry, ModelSpec, openai_encoding, parse_models_file
@@ -88,9 +89,11 @@ model_list:
 """
 
 
-def test_models_file_wins_and_fills_windows(tmp_path: Path) -> None:
+def test_models_file_wins_and_fills_windows(tmp_path: Path, monkeypatch: MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
     registry = registry_with(tmp_path, MODELS_YAML)
     assert registry.get("gpt-4o").max_input_tokens == 64_000
+    assert registry.get("gpt-4o").api_key == "sk-from-env"
     llama = registry.get("house-llama")
     assert (llama.encoding, llama.exact, llama.api_base) == (
         "cl100k_base",
@@ -112,8 +115,18 @@ def test_models_file_json_loads(tmp_path: Path) -> None:
         ]
     }
     registry = registry_with(tmp_path, json.dumps(data), "models.json")
+    params = {"model": "anthropic/claude-x"}
     assert registry.get("j") == ModelSpec(
-        "j", "anthropic/claude-x", "anthropic", 100, 10, "o200k_base", False, source="file"
+        "j",
+        "anthropic/claude-x",
+        "anthropic",
+        100,
+        10,
+        "o200k_base",
+        False,
+        source="file",
+        litellm_params=params,
+        deployments=(params,),
     )
 
 
@@ -171,3 +184,132 @@ def test_models_file_errors_name_file_entry_and_field(
 def test_missing_models_file_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="cannot read"):
         parse_models_file(tmp_path / "absent.yaml")
+
+
+PROXY_CONFIG = """
+model_list:
+  - model_name: small
+    litellm_params:
+      model: azure/gpt-4o-mini
+      api_base: https://eu.example.invalid
+      api_key: os.environ/EU_AZURE_KEY
+      api_version: os.environ/AZURE_API_VERSION
+      timeout: 30
+      extra_headers: {X-Team: search}
+      rpm: 600
+    model_info: {max_input_tokens: 8000, max_output_tokens: 500, id: eu-1}
+  - model_name: small
+    litellm_params: {model: azure/gpt-4o-mini, api_base: https://us.example.invalid,
+                     api_key: os.environ/US_AZURE_KEY, api_version: "2024-10-21"}
+    model_info: {max_input_tokens: 8000, max_output_tokens: 500, id: us-1}
+  - model_name: big
+    litellm_params: {model: openai/gpt-4o, api_key: os.environ/EU_AZURE_KEY}
+    model_info: {max_input_tokens: 128000, max_output_tokens: 4000}
+    tpm_limit: 5
+litellm_settings:
+  drop_params: true
+  success_callback: [langfuse]
+router_settings:
+  routing_strategy: simple-shuffle
+  num_retries: 2
+  redis_host: cache.internal
+  context_window_fallbacks: [{small: [big]}]
+general_settings: {master_key: sk-admin}
+"""
+ENVIRON = {"EU_AZURE_KEY": "sk-eu", "US_AZURE_KEY": "sk-us", "AZURE_API_VERSION": "2024-06-01"}
+
+
+def proxy_registry(tmp_path: Path, monkeypatch: MonkeyPatch, text: str) -> ModelRegistry:
+    for name, value in ENVIRON.items():
+        monkeypatch.setenv(name, value)
+    return registry_with(tmp_path, text)
+
+
+def test_a_litellm_proxy_config_loads_as_the_proxy_reads_it(
+    tmp_path: Path, monkeypatch: MonkeyPatch
+) -> None:
+    registry = proxy_registry(tmp_path, monkeypatch, PROXY_CONFIG)
+    small = registry.get("small")
+    assert small.api_key == "sk-eu"
+    assert small.call_params == {
+        "api_version": "2024-06-01",
+        "timeout": 30,
+        "extra_headers": {"X-Team": "search"},
+    }
+    assert small.litellm_params["rpm"] == 600
+    assert [d["api_key"] for d in small.deployments] == ["sk-eu", "sk-us"]
+    assert small.context_window_fallbacks == ("big",)
+    assert registry.get("big").context_window_fallbacks == ()
+    assert registry.router_settings == {"routing_strategy": "simple-shuffle", "num_retries": 2}
+    assert [
+        (d["model_name"], d["litellm_params"]["api_base"])
+        for d in registry.deployments()
+        if d["model_name"] == "small"
+    ] == [
+        ("small", "https://eu.example.invalid"),
+        ("small", "https://us.example.invalid"),
+    ]
+    assert small.public_dict()["deployments"] == 2
+    assert "sk-eu" not in json.dumps(small.public_dict())
+
+
+def test_the_same_config_loads_as_json(tmp_path: Path, monkeypatch: MonkeyPatch) -> None:
+    import yaml
+
+    text = json.dumps(yaml.safe_load(PROXY_CONFIG))
+    registry = proxy_registry(tmp_path, monkeypatch, text)
+    assert registry.get("small").context_window_fallbacks == ("big",)
+    assert len(registry.get("small").deployments) == 2
+
+
+def test_every_unused_section_and_key_is_named_once(
+    tmp_path: Path, monkeypatch: MonkeyPatch, caplog: LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="tokenwindow.models"):
+        proxy_registry(tmp_path, monkeypatch, PROXY_CONFIG)
+    named = sorted(r.getMessage().split(": ")[2].split(" is not used")[0] for r in caplog.records)
+    assert named == [
+        "general_settings",
+        "litellm_settings.drop_params",
+        "litellm_settings.success_callback",
+        "model_list[*].model_info.id",
+        "model_list[*].tpm_limit",
+        "router_settings.redis_host",
+    ]
+    assert "models.yaml" in caplog.records[0].getMessage()
+
+
+def test_a_missing_environment_variable_is_named(tmp_path: Path, monkeypatch: MonkeyPatch) -> None:
+    monkeypatch.delenv("US_AZURE_KEY", raising=False)
+    path = tmp_path / "models.yaml"
+    path.write_text(PROXY_CONFIG, encoding="utf-8")
+    with pytest.raises(ConfigurationError) as info:
+        parse_models_file(path, environ={"EU_AZURE_KEY": "x", "AZURE_API_VERSION": "y"})
+    assert "model_list[1].litellm_params.api_key" in str(info.value)
+    assert "US_AZURE_KEY is not set" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("fallbacks", "needle"),
+    [
+        ("[{small: [huge]}]", "unknown model 'huge'"),
+        ("[{tiny: [big]}]", "unknown model 'tiny'"),
+        ("{small: big}", "context_window_fallbacks: must be a list"),
+        ("[{small: [1]}]", "context_window_fallbacks[0].small"),
+    ],
+)
+def test_bad_context_window_fallbacks_are_named(
+    tmp_path: Path, monkeypatch: MonkeyPatch, fallbacks: str, needle: str
+) -> None:
+    text = PROXY_CONFIG.replace("[{small: [big]}]", fallbacks)
+    with pytest.raises(ConfigurationError) as info:
+        proxy_registry(tmp_path, monkeypatch, text)
+    assert needle in str(info.value)
+
+
+def test_fallbacks_in_litellm_settings_count_too(tmp_path: Path, monkeypatch: MonkeyPatch) -> None:
+    text = PROXY_CONFIG.replace("  context_window_fallbacks: [{small: [big]}]\n", "").replace(
+        "  drop_params: true", "  context_window_fallbacks: [{small: big}]"
+    )
+    registry = proxy_registry(tmp_path, monkeypatch, text)
+    assert registry.get("small").context_window_fallbacks == ("big",)

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from tokenwindow.models import ModelSpec
+from tokenwindow.counting import counter_for
+from tokenwindow.messages import Message
+from tokenwindow.models import ModelRegistry, ModelSpec
 from tokenwindow.settings import load_settings
-from tokenwindow.window import Pressure, estimate_margin_ratio, window_for
+from tokenwindow.window import (
+    Pressure,
+    context_fallback,
+    estimate_margin_ratio,
+    tool_schema_tokens,
+    window_for,
+)
 
 EXACT = ModelSpec("m", "openai/m", "openai", 100_000, 4_000, "o200k_base", True)
 
@@ -53,3 +61,55 @@ def test_pressure_levels() -> None:
     assert window.pressure(window.soft) is Pressure.OK
     assert window.pressure(window.soft + 1) is Pressure.SOFT
     assert window.pressure(window.hard + 1) is Pressure.HARD
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "City name"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def test_tool_schemas_are_reserved_from_usable_input() -> None:
+    settings = load_settings(exact_margin_tokens=16)
+    cost = tool_schema_tokens(EXACT, [WEATHER_TOOL])
+    window = window_for(EXACT, settings, tools_tokens=cost)
+    assert cost > 20
+    assert window.tools_tokens == cost
+    assert window.usable_input == 100_000 - 4_000 - 16 - cost
+    assert window.target == int(window.usable_input * 0.5)
+
+
+def test_schema_cost_never_undercounts_a_request_with_a_system_message() -> None:
+    counter = counter_for(EXACT)
+    messages: list[Message] = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Weather in Paris?"},
+    ]
+    with_tools = counter.count_messages(messages, [WEATHER_TOOL])
+    assert with_tools - counter.count_messages(messages) <= tool_schema_tokens(
+        EXACT, [WEATHER_TOOL]
+    )
+    assert tool_schema_tokens(EXACT, None) == 0
+
+
+def test_context_fallback_is_the_first_larger_model_that_holds_the_turn() -> None:
+    settings = load_settings(exact_margin_tokens=16)
+    small = replace(EXACT, name="small", max_input_tokens=4_000, max_output_tokens=500)
+    medium = replace(EXACT, name="medium", max_input_tokens=8_000, max_output_tokens=500)
+    big = replace(EXACT, name="big", max_input_tokens=128_000, max_output_tokens=4_000)
+    small = replace(small, context_window_fallbacks=("medium", "big"))
+    registry = ModelRegistry([small, medium, big])
+    assert context_fallback(small, 6_000, registry, settings) == medium
+    assert context_fallback(small, 60_000, registry, settings) == big
+    assert context_fallback(small, 500_000, registry, settings) is None
+    assert context_fallback(big, 6_000, registry, settings) is None
+    tools = 7_000
+    assert context_fallback(small, 6_000, registry, settings, tools_tokens=tools) == big
