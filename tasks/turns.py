@@ -15,6 +15,7 @@ import logging
 import random
 import time
 import uuid
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -371,13 +372,16 @@ def _generate(
         return None  # finished, or not this task's to generate
     data, counter = began.data, counter_for(spec)
     scale = float(began.record.get("margin_scale", 1.0))
+    tried = int(began.record.get("retries", 0))
+    # Turns spread over the name's deployments; a retry moves to the next one.
+    deployed = spec.deployment(zlib.crc32(tid.encode()) + tried)
     called: list[Count] = [("provider_calls", spec.provider, 1)]
     attempt = Attempt(
         sid, tid, owner, int(began.record["attempt"]), data["published"], data["tools_published"]
     )
     try:
         working = window_from(data, began.entries, counter)
-        target, messages = _fit_window(spec, working, generation, scale=scale)
+        target, messages = _fit_window(deployed, working, generation, scale=scale)
         reply = get_engine().run(
             stream_reply(
                 get_engine(), attempt, target, messages, generation.chat_params(), settings=settings

@@ -99,6 +99,23 @@ class ModelSpec:
         skip = OWN_PARAMS | ROUTER_ONLY_PARAMS
         return {k: v for k, v in self.litellm_params.items() if k not in skip}
 
+    def deployment(self, index: int) -> ModelSpec:
+        """The spec of deployment ``index`` (modulo their number): same name and windows, that
+        deployment's model, endpoint, key and params. Turns spread over deployments by turn
+        and move to the next one when a call fails."""
+        if len(self.deployments) < 2:
+            return self
+        params = self.deployments[index % len(self.deployments)]
+        model = str(params.get("model") or self.litellm_model)
+        return replace(
+            self,
+            litellm_model=model,
+            provider=model.split("/", 1)[0] if "/" in model else "openai",
+            api_base=params.get("api_base"),
+            api_key=params.get("api_key"),
+            litellm_params=params,
+        )
+
     def public_dict(self) -> dict[str, Any]:
         """The spec as callers see it: never the key."""
         return {
