@@ -5,6 +5,8 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The client (the root project) and the service (service/) from this tree, editable.
+INSTALL_ARGS := -e ".[dev]" -e "./service[gateway]"
 PYTEST_FLAGS ?= -q -p no:cacheprovider
 # Ruff also formats code blocks in Markdown; the README quotes the seed's snippet as written.
 FORMAT_FLAGS := --extend-exclude '*.md'
@@ -15,9 +17,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml service/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[dev,gateway]"
+	$(BIN)/python -m pip install --quiet $(INSTALL_ARGS)
 	touch $(STAMP)
 
 run: install
