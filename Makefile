@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml service/pyproject.toml
 	$(BIN)/python -m pip install --quiet $(INSTALL_ARGS)
 	touch $(STAMP)
 
+# ARGS=--show-logs prints the workers' and Flower's logs here instead of into .run/<time>/.
 run: install
-	$(BIN)/python -m workers.devstack
+	$(BIN)/python -m workers.devstack $(ARGS)
 
 # The tests talk to a real Redis on 127.0.0.1:6379; without one, the embedded server starts there.
 test: install
