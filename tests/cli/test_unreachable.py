@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TEST_REDIS_URL
+from tests.harness import WorkerProcess
 from tokenwindow.cli import EXIT_UNREACHABLE, main
 from tokenwindow.settings import get_settings
 from workers.embedded_redis import free_port
@@ -100,3 +101,29 @@ def test_the_demo_without_workers_says_so_at_once(
     err = one_line_error(capsys, ["demo", "--turns", "1"])
     assert "no worker answers on the broker at redis://127.0.0.1:6379" in err
     assert "make run" in err
+
+
+@pytest.mark.slow
+def test_the_demo_stops_with_one_line_when_the_provider_does_not_answer(
+    redis_client: object,
+    worker_factory: type[WorkerProcess],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base = f"http://127.0.0.1:{free_port()}/v1"
+    entry = {
+        "model_name": "dead-model",
+        "litellm_params": {"model": "openai/gpt-4o", "api_base": base, "api_key": "sk-x"},
+        "model_info": {"max_input_tokens": 128_000, "max_output_tokens": 1_000},
+    }
+    models = tmp_path / "models.yaml"
+    models.write_text(json.dumps({"model_list": [entry]}), encoding="utf-8")
+    env = {"TOKENWINDOW_MODELS_FILE": str(models), "TOKENWINDOW_MAX_RETRIES": "0"}
+    worker_factory({"REDIS_URL": TEST_REDIS_URL, **env}).start()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("REDIS_URL", TEST_REDIS_URL)
+    err = one_line_error(capsys, ["demo", "--turns", "3", "--model", "dead-model"])
+    assert f"the provider of dead-model does not answer at {base}" in err
+    assert "TOKENWINDOW_MODELS_FILE" in err
