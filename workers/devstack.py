@@ -92,6 +92,16 @@ def wait_for_workers(
         app.close()
 
 
+def check_broker(broker_url: str) -> None:
+    """Raise kombu's ``OperationalError`` now if the broker does not answer, before any start."""
+    app = Celery(broker=broker_url, set_as_current=False)
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1)
+    finally:
+        app.close()
+
+
 def with_interpreter_bin(path: str) -> str:
     """``PATH`` with this interpreter's scripts directory first."""
     return os.pathsep.join([str(Path(sys.executable).parent), path])
@@ -217,6 +227,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     os.environ["PATH"] = with_interpreter_bin(os.environ.get("PATH", ""))
     generated = flower_environment(settings)
     os.environ.update(generated)
+    check_broker(settings.broker_url or url)
     logs = None if args.show_logs else run_folder()
     entries = procfile_entries()
     processes = {

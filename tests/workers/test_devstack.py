@@ -82,21 +82,33 @@ def test_an_explicit_redis_url_that_does_not_answer_is_an_error() -> None:
         resolve_redis(settings)
 
 
-def test_a_stopped_redis_is_one_line_with_the_password_hidden() -> None:
-    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+def devstack_error(**env: str) -> str:
+    """The dev stack's stderr when it must stop: one line, exit 3, no password."""
     result = subprocess.run(
         [sys.executable, "-m", "workers.devstack", "--no-demo"],
         check=False,
         cwd=ROOT,
-        env={**os.environ, "REDIS_URL": url},
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 3
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert "redis://:***@127.0.0.1" in result.stderr and "REDIS_URL" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout
+    return result.stderr
+
+
+def test_a_stopped_redis_is_one_line_with_the_password_hidden() -> None:
+    err = devstack_error(REDIS_URL=f"redis://:hunter2@127.0.0.1:{free_port()}/0")
+    assert "redis://:***@127.0.0.1" in err and "REDIS_URL" in err
+
+
+def test_a_stopped_broker_is_one_line_before_anything_starts() -> None:
+    broker = f"amqp://guest:hunter2@127.0.0.1:{free_port()}//"
+    err = devstack_error(REDIS_URL=TEST_REDIS_URL, BROKER_URL=broker)
+    assert "the broker does not answer at amqp://guest:***@127.0.0.1" in err
+    assert "set BROKER_URL" in err
 
 
 def test_flower_gets_a_generated_password_and_a_kept_data_dir(tmp_path: Path) -> None:
