@@ -96,6 +96,22 @@ def test_the_client_install_holds_tokenwindow_alone(client_python: Path, tmp_pat
     assert found["version"] == __version__
 
 
+def test_the_client_cli_runs_and_local_compression_says_what_to_install(
+    client_python: Path, tmp_path: Path
+) -> None:
+    cli = client_python.parent / "tokenwindow"
+    version = subprocess.run([str(cli), "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout.strip() == f"tokenwindow {__version__}"
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "a", "messages": [{"role": "user", "content": "hi"}]}\n')
+    argv = [str(cli), "compress", str(source), "-o", str(tmp_path / "out.jsonl"), "--local"]
+    local = subprocess.run(
+        [*argv, "--ratio", "0.5"], check=False, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert local.returncode == 2
+    assert local.stderr.count("\n") == 1 and "install tokenwindow-service" in local.stderr
+
+
 @pytest.fixture
 def procfile_workers(
     tmp_path: Path, redis_client: object, monkeypatch: pytest.MonkeyPatch

@@ -13,7 +13,7 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokenwindow.errors import UnreachableError
 from tokenwindow.events import EventType
@@ -21,6 +21,9 @@ from tokenwindow.models import OFFLINE_MODEL, get_registry
 from tokenwindow.producer import TaskProducer
 from tokenwindow.settings import Settings
 from tokenwindow.unreachable import hide_password
+
+if TYPE_CHECKING:
+    from tokenwindow.client import TokenManagementClient
 
 PING_TIMEOUT_SECONDS = 2.0
 TURN_TIMEOUT_SECONDS = 300.0
@@ -139,7 +142,7 @@ def _provider_unreachable(model: str, event: dict[str, Any]) -> UnreachableError
 class Player:
     """Plays the turns of one session, printing its events in stream order."""
 
-    def __init__(self, client: Any, session_id: str, model: str) -> None:
+    def __init__(self, client: TokenManagementClient, session_id: str, model: str) -> None:
         self.client = client
         self.session_id = session_id
         self.model = model
