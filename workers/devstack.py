@@ -24,7 +24,8 @@ from pathlib import Path
 
 from celery import Celery
 
-from tokenwindow.errors import TokenWindowError
+from tokenwindow.cli import EXIT_UNREACHABLE, EXIT_USAGE
+from tokenwindow.errors import TokenWindowError, UnreachableError
 from tokenwindow.settings import Settings, load_settings
 from tokenwindow.unreachable import (
     CONNECTION_ERRORS,
@@ -208,10 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"tokenwindow: {unreachable(exc, settings or load_settings()).message}", file=sys.stderr
         )
-        return 3
+        return EXIT_UNREACHABLE
     except TokenWindowError as exc:
         print(f"tokenwindow: {exc.message}", file=sys.stderr)
-        return 3 if exc.code == "unreachable" else 2
+        return EXIT_UNREACHABLE if isinstance(exc, UnreachableError) else EXIT_USAGE
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
