@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import TEST_REDIS_URL
 from tests.harness import WorkerProcess
 from tokenwindow.cli import EXIT_UNREACHABLE, main
+from tokenwindow.models import get_registry
 from tokenwindow.settings import get_settings
 from workers.embedded_redis import free_port
 
@@ -19,9 +20,12 @@ PASSWORD = "hunter2"
 
 @pytest.fixture(autouse=True)
 def fresh_settings() -> Iterator[None]:
+    """Settings and the model registry (which reads the models file) as this test sets them."""
     get_settings.cache_clear()
+    get_registry.cache_clear()
     yield
     get_settings.cache_clear()
+    get_registry.cache_clear()
 
 
 @pytest.fixture
