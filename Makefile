@@ -5,6 +5,8 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The client (the root project) and the service (service/) from this tree, editable.
+INSTALL_ARGS := -e ".[dev]" -e "./service[gateway]"
 PYTEST_FLAGS ?= -q -p no:cacheprovider
 # Ruff also formats code blocks in Markdown; the README quotes the seed's snippet as written.
 FORMAT_FLAGS := --extend-exclude '*.md'
@@ -15,13 +17,14 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml service/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[dev,gateway]"
+	$(BIN)/python -m pip install --quiet $(INSTALL_ARGS)
 	touch $(STAMP)
 
+# ARGS=--show-logs prints the workers' and Flower's logs here instead of into .run/<time>/.
 run: install
-	$(BIN)/python -m workers.devstack
+	$(BIN)/python -m workers.devstack $(ARGS)
 
 # The tests talk to a real Redis on 127.0.0.1:6379; without one, the embedded server starts there.
 test: install

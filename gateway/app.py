@@ -18,7 +18,9 @@ from gateway.limits import BodySizeLimit
 from gateway.probes import QueueMonitor, WorkerPinger
 from gateway.prometheus import MeasureRequests, RequestMetrics
 from gateway.state import Gateway
+from tokenwindow import __version__
 from tokenwindow.client import TokenManagementClient
+from tokenwindow.logfmt import configure_logfmt
 from tokenwindow.settings import Settings, get_settings
 
 
@@ -29,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         config = settings or get_settings()
+        configure_logfmt(config.log_level)
         warn_if_open(config)
         client = TokenManagementClient(settings=config)
         gateway = Gateway(
@@ -47,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="tokenwindow gateway",
         summary="Chat turns that never overflow the context window, streamed over SSE.",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
     )
     install_error_handlers(app)

@@ -1,8 +1,14 @@
-"""Prometheus text: the domain metrics and the gateway's own requests.
+"""Prometheus text: the gateway's own requests, and apart from them the shared figures.
 
-Domain metrics are the shared snapshot every worker writes to Redis (the same JSON the client
-and CLI show), so any gateway replica reports the whole service. Request counts and latencies
-are this process's own, as Prometheus expects of a scraped target.
+Two bodies, so that scaling the gateway never double counts. ``/metrics`` holds this process's
+request counts and latencies: scrape every replica and sum. ``/metrics/shared`` holds the
+Redis-wide figures every worker writes (the same JSON the client and CLI show) and the queue
+depths: every replica answers the same numbers, so scrape one replica (or the service address
+once); summing them over replicas would count each turn once per replica.
+
+Each metric is one family; a counter kept per strategy, provider or error code carries that as
+a label (``tokenwindow_compressions_total{strategy="hybrid"}``), and what was counted without
+a label shows as ``{strategy="other"}``, so the sum over the label is the total.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -32,6 +38,9 @@ class RequestMetrics:
     """Counts and times every request by route template, method and status."""
 
     def __init__(self) -> None:
+        # The classic text format would show each counter's start time as a second family
+        # (``X_created``); Prometheus does not need it to compute rates.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "gateway_requests",
@@ -88,30 +97,44 @@ class _Families:
         return self.families
 
 
-def exposition(snapshot: dict[str, Any], depths: dict[str, int], requests: RequestMetrics) -> bytes:
-    """The whole ``/metrics`` body."""
-    domain = generate_latest(_Families(domain_families(snapshot, depths)))
-    return domain + generate_latest(requests.registry)
+UNLABELLED = "other"
+"""Label value of the increments a labelled counter received without a label."""
+
+
+def process_exposition(requests: RequestMetrics) -> bytes:
+    """The ``/metrics`` body: this process's requests only."""
+    return generate_latest(requests.registry)
+
+
+def shared_exposition(snapshot: dict[str, Any], depths: dict[str, int]) -> bytes:
+    """The ``/metrics/shared`` body: the Redis-wide figures and the queue depths."""
+    return generate_latest(_Families(domain_families(snapshot, depths)))
+
+
+def _counter(name: str, values: dict[str, int]) -> CounterMetricFamily:
+    """One family: a single sample, or one per label value summing to the total."""
+    labelled = {k: v for k, v in values.items() if k != "total"}
+    if not labelled:
+        return CounterMetricFamily(f"{NAMESPACE}_{name}", f"{name} (all workers).", values["total"])
+    label = LABEL_NAMES.get(name, "kind")
+    family = CounterMetricFamily(
+        f"{NAMESPACE}_{name}", f"{name} (all workers), by {label}.", labels=[label]
+    )
+    for value, count in sorted(labelled.items()):
+        family.add_metric([value], count)
+    rest = values["total"] - sum(labelled.values())
+    if rest > 0:
+        family.add_metric([UNLABELLED], rest)
+    return family
 
 
 def domain_families(snapshot: dict[str, Any], depths: dict[str, int]) -> list[Metric]:
     """Prometheus families from the metrics snapshot and the queue depths."""
-    families: list[Metric] = []
-    for name, values in snapshot.items():
-        if not isinstance(values, dict) or "total" not in values:
-            continue
-        families.append(
-            CounterMetricFamily(f"{NAMESPACE}_{name}", f"{name} (all workers).", values["total"])
-        )
-        labelled = {k: v for k, v in values.items() if k != "total"}
-        if labelled:
-            label = LABEL_NAMES.get(name, "kind")
-            family = CounterMetricFamily(
-                f"{NAMESPACE}_{name}_by_{label}", f"{name} by {label}.", labels=[label]
-            )
-            for value, count in sorted(labelled.items()):
-                family.add_metric([value], count)
-            families.append(family)
+    families: list[Metric] = [
+        _counter(name, values)
+        for name, values in snapshot.items()
+        if isinstance(values, dict) and "total" in values
+    ]
     families.append(
         GaugeMetricFamily(
             f"{NAMESPACE}_active_sessions",

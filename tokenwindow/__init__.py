@@ -12,7 +12,10 @@ if TYPE_CHECKING:
     from tokenwindow.client import TokenManagementClient
     from tokenwindow.sync_client import SyncTokenManagementClient
 
-__all__ = ["SyncTokenManagementClient", "TokenManagementClient"]
+__version__ = "0.1.0"
+"""The one version of both distributions (the client and the service)."""
+
+__all__ = ["SyncTokenManagementClient", "TokenManagementClient", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -27,6 +27,15 @@ class ConfigurationError(TokenWindowError):
     code = "configuration_error"
 
 
+class UnreachableError(TokenWindowError):
+    """Raised when Redis, the broker or a provider does not answer.
+
+    The message names the URL (password hidden) and the setting that chooses it.
+    """
+
+    code = "unreachable"
+
+
 class InvalidInputError(TokenWindowError, ValueError):
     """Raised when a caller sends something malformed: the message names the field."""
 

@@ -125,9 +125,15 @@ class Settings(BaseSettings):
     log_prompts: bool = False
     """Opt-in: include message text in logs and Sentry events."""
     sentry_dsn: SecretStr | None = Field(None, validation_alias=_env("SENTRY_DSN"))
-    flower_basic_auth: SecretStr = Field(
-        SecretStr("admin:tokenwindow"), validation_alias=_env("FLOWER_BASIC_AUTH")
-    )
+    # Flower reads these from the Procfile's command line; the dev stack fills in what is unset
+    # (a generated password, a data dir under .run/). There is no built-in password.
+    flower_basic_auth: SecretStr | None = Field(None, validation_alias=_env("FLOWER_BASIC_AUTH"))
+    flower_data_dir: Path | None = Field(None, validation_alias=_env("FLOWER_DATA_DIR"))
+    """Where Flower keeps its task history (``flower.db``) across restarts."""
+    flower_url_prefix: str = Field("", validation_alias=_env("FLOWER_URL_PREFIX"))
+    """Path Flower is served under behind a reverse proxy, e.g. ``flower``."""
+    flower_address: str = Field("127.0.0.1", validation_alias=_env("FLOWER_ADDRESS"))
+    flower_port: int = Field(5555, ge=1, le=65535, validation_alias=_env("FLOWER_PORT"))
     tiktoken_cache_dir: Path | None = Field(None, validation_alias=_env("TIKTOKEN_CACHE_DIR"))
     litellm_local_model_cost_map: bool = Field(
         True, validation_alias=_env("LITELLM_LOCAL_MODEL_COST_MAP")

@@ -23,9 +23,10 @@ WARM_ENCODINGS = ("o200k_base", "cl100k_base")
 _started: dict[str, float] = {}
 
 
-def _setup_logging(**_: Any) -> None:
+def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    """The worker's ``-l`` level (the Procfile passes ``LOG_LEVEL`` to it) in logfmt."""
     settings = get_settings()
-    configure_logging(settings.log_level, log_prompts=settings.log_prompts)
+    configure_logging(loglevel or settings.log_level, log_prompts=settings.log_prompts)
 
 
 def _worker_init(sender: Any = None, **_: Any) -> None:

@@ -3,38 +3,13 @@
 from __future__ import annotations
 
 import logging
-import sys
-import time
 from typing import Any
+
+from tokenwindow.logfmt import configure_logfmt
 
 REDACTED = "[redacted]"
 SAFE_KWARGS = ("session_id", "turn_id", "model", "strategy", "transcript_id")
 """Task arguments that may appear in logs: identifiers, never message text."""
-
-
-class LogfmtFormatter(logging.Formatter):
-    """``ts=... level=... logger=... msg="..." key=value`` for machines and humans alike."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        fields.update(getattr(record, "fields", {}))
-        line = " ".join(f"{k}={_quote(v)}" for k, v in fields.items())
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
-
-
-def _quote(value: Any) -> str:
-    text = str(value)
-    if not text or any(c in text for c in ' "=\n'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    return text
 
 
 CELERY_CONSUMER_LOGGER = "celery.worker.consumer.consumer"
@@ -65,20 +40,14 @@ class MessageBodyFilter(logging.Filter):
 _BODY_FILTER = MessageBodyFilter()
 
 
-def configure_logging(level: str, *, log_prompts: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LogfmtFormatter())
+def configure_logging(level: int | str, *, log_prompts: bool = False) -> None:
+    """The service's logfmt lines at ``level``, with message bodies kept out of Celery's."""
+    configure_logfmt(level)
     for name in (CELERY_CONSUMER_LOGGER, CELERY_TRACE_LOGGER):
         if log_prompts:
             logging.getLogger(name).removeFilter(_BODY_FILTER)
         else:
             logging.getLogger(name).addFilter(_BODY_FILTER)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # litellm logs request bodies at debug level; keep it at warning whatever the root says.
-    for noisy in ("LiteLLM", "litellm", "httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def safe_fields(kwargs: dict[str, Any] | None) -> dict[str, Any]:

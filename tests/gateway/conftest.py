@@ -53,6 +53,7 @@ class GatewayProcess:
         self.port = free_port()
         command = [sys.executable, "-m", "uvicorn", "gateway.app:app"]
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        command += ["--log-config", "gateway/logging.json"]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command, cwd=ROOT, env={**os.environ, **self.env}, stdout=log, stderr=log

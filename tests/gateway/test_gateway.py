@@ -56,9 +56,11 @@ def sse_events(lines: Iterable[str]) -> Iterator[dict[str, str]]:
         fields[name] = f"{fields[name]}\n{value}" if name in fields else value
 
 
-def metric_samples(gateway: GatewayProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """``/metrics`` through Prometheus's own parser, as {(sample name, labels): value}."""
-    response = httpx.get(f"{gateway.url}/metrics")
+def metric_samples(
+    gateway: GatewayProcess, path: str = "/metrics"
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``path`` through Prometheus's own parser, as {(sample name, labels): value}."""
+    response = httpx.get(f"{gateway.url}{path}")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     return {
@@ -236,13 +238,26 @@ def test_metrics_parse_and_move_as_turns_are_served(gateway: GatewayProcess) -> 
     completed = ("tokenwindow_turns_completed_total", ())
     route = (("method", "POST"), ("route", "/v1/chat/completions"), ("status", "200"))
     served = ("tokenwindow_gateway_requests_total", route)
-    before = metric_samples(gateway)
+    before, shared_before = metric_samples(gateway), metric_samples(gateway, "/metrics/shared")
     sdk(gateway).chat.completions.create(model=BIG_MODEL, messages=[user("count me")])
-    after = metric_samples(gateway)
-    assert after[completed] == before[completed] + 1
+    after, shared = metric_samples(gateway), metric_samples(gateway, "/metrics/shared")
+    assert shared[completed] == shared_before[completed] + 1
     assert after[served] == before.get(served, 0) + 1
-    assert ("tokenwindow_first_token_latency_seconds_count", ()) in after
-    assert ("tokenwindow_queue_depth", (("queue", "completions"),)) in after
+    assert ("tokenwindow_first_token_latency_seconds_count", ()) in shared
+    assert ("tokenwindow_queue_depth", (("queue", "completions"),)) in shared
+    # Per process and Redis-wide figures apart: summing /metrics over replicas counts once.
+    assert not any(name.startswith("tokenwindow_gateway_") for name, _ in shared)
+    assert completed not in after
+
+
+def test_gateway_logs_in_the_services_logfmt(gateway: GatewayProcess) -> None:
+    httpx.get(f"{gateway.url}/healthz", timeout=10)
+    lines = gateway.log.splitlines()
+    assert any(line.startswith("ts=") and 'msg="Started server process' in line for line in lines)
+    access = [line for line in lines if "logger=uvicorn.access" in line]
+    assert access and all(line.startswith("ts=") for line in access)
+    # uvicorn's own format ("INFO:     ...") would mean a line skipped the service's format.
+    assert not [line for line in lines if line.split(":", 1)[0] in ("INFO", "WARNING", "ERROR")]
 
 
 def test_health_and_open_gateway_warning(gateway: GatewayProcess) -> None:

@@ -1,4 +1,4 @@
-"""Flower, started with the Procfile's own command line, requires a password and sees workers."""
+"""Flower, started with the Procfile's own command line: a password, a URL prefix, kept history."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import pytest
 
 from tests.conftest import TEST_REDIS_URL
 from tests.harness import ROOT, WorkerProcess
+from tokenwindow.constants import TASK_COUNT_TOKENS
+from tokenwindow.producer import TaskProducer
 from workers.devstack import procfile_entries
 from workers.embedded_redis import free_port
 
@@ -38,7 +41,34 @@ def get(url: str, credentials: str | None = None) -> tuple[int, Any]:
         return error.code, None
 
 
-def test_flower_from_the_procfile_needs_auth_and_shows_the_worker(
+def start_flower(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["bash", "-c", f"exec {procfile_entries()['flower']}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def wait_until(url: str, found: Callable[[Any], bool]) -> Any:
+    """Flower's JSON at ``url`` once ``found`` accepts it."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    body: Any = None
+    while time.monotonic() < deadline:
+        try:
+            status, body = get(url, CREDENTIALS)
+        except OSError:
+            time.sleep(0.5)
+            continue
+        if status == 200 and found(body):
+            return body
+        time.sleep(0.5)
+    raise AssertionError(f"{url} answered {body!r}")
+
+
+def test_flower_from_the_procfile_needs_auth_shows_the_worker_and_keeps_history(
     tmp_path: Path, redis_client: Any
 ) -> None:
     worker = WorkerProcess({"REDIS_URL": TEST_REDIS_URL}, log_path=tmp_path / "w.log").start()
@@ -48,33 +78,28 @@ def test_flower_from_the_procfile_needs_auth_and_shows_the_worker(
         "REDIS_URL": TEST_REDIS_URL,
         "FLOWER_PORT": str(port),
         "FLOWER_BASIC_AUTH": CREDENTIALS,
+        "FLOWER_URL_PREFIX": "ops/flower",
+        "FLOWER_DATA_DIR": str(tmp_path),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    flower = subprocess.Popen(
-        ["bash", "-c", f"exec {procfile_entries()['flower']}"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api/workers?refresh=1"
+    base = f"http://127.0.0.1:{port}/ops/flower/api"
+    flower = start_flower(env)
+    producer = TaskProducer(TEST_REDIS_URL)
     try:
-        deadline = time.monotonic() + WAIT_SECONDS
-        workers: Any = None
-        while time.monotonic() < deadline:
-            try:
-                status, workers = get(url, CREDENTIALS)
-            except OSError:
-                time.sleep(0.5)
-                continue
-            if status == 200 and workers and worker.node in workers:
-                break
-            time.sleep(0.5)
+        workers = wait_until(f"{base}/workers?refresh=1", lambda body: worker.node in body)
         assert workers and worker.node in workers, "Flower lists the worker"
-        assert get(url)[0] == 401, "no credentials, no access"
-        assert get(url, "admin:wrong")[0] == 401
+        assert get(f"{base}/workers")[0] == 401, "no credentials, no access"
+        assert get(f"{base}/workers", "admin:wrong")[0] == 401
+        task_id = producer.send(TASK_COUNT_TOKENS, {"model": "gpt-4o", "text": "remember me"})
+        wait_until(f"{base}/tasks", lambda body: task_id in (body or {}))
+        flower.terminate()
+        flower.wait(timeout=15)
+        assert (tmp_path / "flower.db.dat").exists() or (tmp_path / "flower.db").exists()
+        flower = start_flower(env)
+        # --persistent: the task seen before the restart is still listed after it.
+        wait_until(f"{base}/tasks", lambda body: task_id in (body or {}))
     finally:
+        producer.close()
         flower.terminate()
         flower.wait(timeout=15)
         worker.stop()

@@ -12,17 +12,18 @@ from types import SimpleNamespace
 
 import pytest
 import redis
-from celery import Celery
+from celery import Celery, signals
 
 from tests.conftest import TEST_REDIS_URL
 from tests.harness import WorkerProcess
 from tokenwindow.constants import QUEUE_FAST, TASK_COUNT_TOKENS
+from tokenwindow.logfmt import LogfmtFormatter
+from tokenwindow.settings import get_settings
 from workers import lifecycle
 from workers.logs import (
     CELERY_CONSUMER_LOGGER,
     CELERY_TRACE_LOGGER,
     REDACTED,
-    LogfmtFormatter,
     MessageBodyFilter,
     configure_logging,
 )
@@ -194,3 +195,20 @@ def wait_for(path: Path, text: str, timeout: float = 30.0) -> str:
             return log
         time.sleep(0.1)
     raise AssertionError(f"{text!r} not in the worker log:\n{log}")
+
+
+def test_the_workers_l_flag_wins_over_log_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Celery sends ``setup_logging`` with the ``-l`` level; ``LOG_LEVEL`` applies only without."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    monkeypatch.setenv("LOG_LEVEL", "DEBUG")
+    get_settings.cache_clear()
+    try:
+        signals.setup_logging.send(sender=None, loglevel=logging.WARNING, logfile=None)
+        assert root.level == logging.WARNING
+        signals.setup_logging.send(sender=None, loglevel=None, logfile=None)
+        assert root.level == logging.DEBUG
+    finally:
+        get_settings.cache_clear()
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])

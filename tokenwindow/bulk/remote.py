@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import states
-from kombu.exceptions import OperationalError
 
 from tokenwindow.bulk.jobs import error_record
 from tokenwindow.constants import TASK_COMPRESS_TRANSCRIPT
@@ -53,16 +52,17 @@ class CeleryRunner:
         self.producer = TaskProducer(broker_url, backend_url=backend_url)
         self.backend = self.producer.app.backend
         self.salt = salt
-        self.capacity = capacity or IN_FLIGHT_PER_PROCESS * self._worker_processes(broker_url)
+        self.capacity = capacity or IN_FLIGHT_PER_PROCESS * self._worker_processes()
         self._pending: dict[str, str] = {}
         """Task id -> transcript id, for the tasks in flight."""
 
-    def _worker_processes(self, broker_url: str) -> int:
-        """Pool processes of the workers answering now; none is a usage error, not a hang."""
-        try:
-            stats = self.producer.app.control.inspect(timeout=STATS_TIMEOUT_SECONDS).stats()
-        except OperationalError as exc:
-            raise ConfigurationError(f"cannot reach the broker at {broker_url}: {exc}") from None
+    def _worker_processes(self) -> int:
+        """Pool processes of the workers answering now; none is a usage error, not a hang.
+
+        A broker that does not answer raises kombu's ``OperationalError``, which the command
+        line turns into one line naming ``BROKER_URL``.
+        """
+        stats = self.producer.app.control.inspect(timeout=STATS_TIMEOUT_SECONDS).stats()
         if not stats:
             raise ConfigurationError(
                 "no worker answered; start one (see the Procfile) or use --local"

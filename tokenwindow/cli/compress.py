@@ -1,8 +1,9 @@
 """``tokenwindow compress``: compress many long transcripts over the workers, or in process.
 
 The distributed path sends ``tokenwindow.compress_transcript`` by name and reads results from
-the result backend, like any producer. ``--local`` is the one place the CLI reaches into worker
-code: it imports ``workers.bulk`` lazily, so only that path needs the worker's dependencies.
+the result backend, like any producer. ``--local`` runs the service's strategies in this process:
+it loads the runner the service distribution registers under the ``tokenwindow.runners`` entry
+point group, so the client never imports worker code and a client-only install says what to add.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from tokenwindow.bulk.driver import BulkRun, Runner
@@ -21,15 +23,18 @@ from tokenwindow.bulk.source import Source
 from tokenwindow.bulk.tally import Tally
 from tokenwindow.cli import EXIT_OK, EXIT_PARTIAL
 from tokenwindow.cli.count import DEFAULT_MODEL
-from tokenwindow.errors import InvalidInputError
+from tokenwindow.errors import ConfigurationError, InvalidInputError
 from tokenwindow.models import get_registry
 from tokenwindow.settings import Settings, StrategyName, get_settings
 
 EXIT_INTERRUPTED = 130
+RUNNERS = "tokenwindow.runners"
+"""Entry point group of in-process runners; the service registers ``local``."""
 
 DESCRIPTION = """\
 Compress long transcripts to a token budget, one task per transcript over the Celery workers
-(at most --concurrency in flight), or in this process with --local (no broker needed).
+(at most --concurrency in flight): needs the broker, Redis and running workers. With --local
+it compresses in this process: no broker, Redis or workers, but the service install.
 
 INPUT is a JSONL file of {"id", "messages"} objects, a ShareGPT JSON file ("conversations" of
 from/value turns), a LoCoMo conversation file, a folder of such .json/.jsonl files, or '-' for
@@ -62,7 +67,10 @@ def _ratio(text: str) -> float:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "compress",
-        help="compress many transcripts (JSONL, ShareGPT, LoCoMo) to a token budget",
+        help=(
+            "compress many transcripts (JSONL, ShareGPT, LoCoMo) to a token budget "
+            "(needs the broker, Redis and workers; --local needs none)"
+        ),
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -112,15 +120,24 @@ def _job_spec(args: argparse.Namespace, settings: Settings) -> JobSpec:
 
 def _runner(args: argparse.Namespace, settings: Settings) -> Runner:
     if args.local:
-        from workers.bulk import LocalRunner
-
-        return LocalRunner(settings)
+        return _local_runner(settings)
     return CeleryRunner(
         settings.effective_broker_url,
         settings.redis_url,
         salt=str(args.output.resolve()),
         capacity=args.concurrency,
     )
+
+
+def _local_runner(settings: Settings) -> Runner:
+    found = entry_points(group=RUNNERS, name="local")
+    if not found:
+        raise ConfigurationError(
+            "--local compresses with the service's strategies, which this install lacks: "
+            "install tokenwindow-service too (README, Install), or drop --local to use the workers"
+        )
+    runner: Runner = next(iter(found)).load()(settings)
+    return runner
 
 
 def _report(tally: Tally, path: Path | None) -> None:

@@ -20,11 +20,11 @@ DEFAULT_MODEL = "gpt-4o"
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "count",
-        help="count the prompt tokens of a text or a chat request",
+        help="count the prompt tokens of a text or a chat request (offline: needs nothing)",
         description=(
             "Count prompt tokens. INPUT is a file or '-' for stdin: a JSON message list or a "
             "request object with 'messages' (and optional 'tools') is counted as a chat "
-            "request, anything else as plain text."
+            "request, anything else as plain text. Runs offline: no Redis, broker or workers."
         ),
     )
     parser.add_argument("input", nargs="?", metavar="INPUT", help="file to count, or '-'")

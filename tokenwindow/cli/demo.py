@@ -2,7 +2,8 @@
 
 It plays a planning conversation whose turns each add a few hundred tokens, so the model's
 window fills and compression has to happen; it prints every reply as it streams and every
-compression event as it lands, then a short summary.
+compression event as it lands, then a table of the turns. It is a producer like any other: it
+needs Redis, the broker and running workers, and says so in one line when one is missing.
 """
 
 from __future__ import annotations
@@ -11,10 +12,25 @@ import argparse
 import asyncio
 import time
 import uuid
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from tokenwindow.errors import UnreachableError
 from tokenwindow.events import EventType
-from tokenwindow.models import OFFLINE_MODEL
+from tokenwindow.models import OFFLINE_MODEL, get_registry
+from tokenwindow.producer import TaskProducer
+from tokenwindow.settings import Settings
+from tokenwindow.unreachable import hide_password
+
+if TYPE_CHECKING:
+    from tokenwindow.client import TokenManagementClient
+
+PING_TIMEOUT_SECONDS = 2.0
+TURN_TIMEOUT_SECONDS = 300.0
+UNREACHABLE_CODES = frozenset(("provider_unavailable", "provider_timeout"))
+"""Turn failures that mean the model's endpoint did not answer: the demo stops on them."""
+MARK = "    ::"
+"""Prefix of the lines that are not the conversation (compressions, failures)."""
 
 TEAM = ("Ana", "Bruno", "Chen", "Dara", "Emeka", "Farah", "Goran", "Hana", "Ines", "Jonas")
 TOPICS = (
@@ -49,8 +65,24 @@ def demo_turns(count: int) -> list[str]:
     return turns
 
 
+DESCRIPTION = """\
+Play a planning conversation whose turns fill the model's window, through the real pipeline:
+each reply streams as it is generated, each compression is marked, and a table of the turns
+ends the run.
+
+Needs Redis (REDIS_URL), the broker (BROKER_URL, default REDIS_URL) and running workers:
+`make run` starts them all and runs this demo. With no provider key it uses the built-in
+offline model.
+"""
+
+
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("demo", help="run a long conversation through the workers")
+    parser = subparsers.add_parser(
+        "demo",
+        help="a long conversation through the workers (needs Redis, the broker and workers)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", help="model to use (default: by available provider keys)")
     parser.add_argument("--turns", type=int, default=12, help="number of turns (default 12)")
     parser.set_defaults(handler=run)
@@ -60,19 +92,36 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_demo(args.model, args.turns))
 
 
+@dataclass
+class TurnRow:
+    """One line of the closing table."""
+
+    number: int
+    seconds: float = 0.0
+    reply_chars: int = 0
+    window_tokens: int = 0
+    compressions: list[str] = field(default_factory=list)
+    failed: str = ""
+
+
+def _compression(event: dict[str, Any]) -> str:
+    return (
+        f"{event.get('strategy')} ({event.get('reason')}): "
+        f"{event.get('tokens_before'):,} -> {event.get('tokens_after'):,} tokens"
+        f"{', failsafe' if event.get('failsafe') else ''}"
+    )
+
+
 def _describe(event: dict[str, Any]) -> str:
     kind = event["type"]
     if kind == EventType.COMPRESSION_COMPLETED:
-        return (
-            f"[compression] {event.get('strategy')} ({event.get('reason')}): "
-            f"{event.get('tokens_before')} -> {event.get('tokens_after')} tokens"
-            f"{' (failsafe)' if event.get('failsafe') else ''}"
-        )
+        return f"compressed: {_compression(event)}"
     if kind == EventType.COMPRESSION_STARTED:
         return (
-            f"[compression] started: {event.get('strategy')}, {event.get('tokens_before')} tokens"
+            f"compressing: {event.get('strategy')} ({event.get('reason')}), "
+            f"{event.get('tokens_before'):,} tokens"
         )
-    return f"[{kind}] {event.get('code', '')} {event.get('message', '')}".rstrip()
+    return f"{kind}: {event.get('code', '')} {event.get('message', '')}".rstrip()
 
 
 COMPRESSION_EVENTS = frozenset(
@@ -80,34 +129,101 @@ COMPRESSION_EVENTS = frozenset(
 )
 
 
-async def _play_turn(client: Any, session_id: str, text: str, model: str) -> int:
-    """Submit one turn, print its events in stream order until it ends; 1 if it failed."""
-    start = await client.last_event_id(session_id)
-    turn_id = await client.submit_turn(session_id, [{"role": "user", "content": text}], model)
-    at_line_start = False
-    async for event in client.subscribe(
-        session_id, from_id=start, stop_after_turn=False, timeout=300
-    ):
-        kind = event["type"]
-        if kind == EventType.TOKEN and event["turn_id"] == turn_id:
-            print(event["text"], end="", flush=True)
-            at_line_start = event["text"].endswith("\n")
-        elif kind in COMPRESSION_EVENTS or kind == EventType.TURN_FAILED:
-            print(("" if at_line_start else "\n") + f"    {_describe(event)}", flush=True)
-            at_line_start = True
-        if event["turn_id"] == turn_id and kind in (
-            EventType.TURN_COMPLETED,
-            EventType.TURN_FAILED,
+def _provider_unreachable(model: str, event: dict[str, Any]) -> UnreachableError:
+    base = get_registry().get(model).api_base
+    where = f" at {hide_password(base)}" if base else ""
+    return UnreachableError(
+        f"the provider of {model} does not answer{where} ({event.get('message')}): check the "
+        "model's api_base in TOKENWINDOW_MODELS_FILE or the provider's key, or pick another "
+        "with --model"
+    )
+
+
+class Player:
+    """Plays the turns of one session, printing its events in stream order."""
+
+    def __init__(self, client: TokenManagementClient, session_id: str, model: str) -> None:
+        self.client = client
+        self.session_id = session_id
+        self.model = model
+        self.cursor = "0"
+        """The last stream entry seen: events between two turns (a background compression)
+        show up in the next turn instead of being skipped."""
+
+    async def play(self, row: TurnRow, text: str) -> None:
+        """Submit one turn and print its events until it ends."""
+        started = time.monotonic()
+        turn_id = await self.client.submit_turn(
+            self.session_id, [{"role": "user", "content": text}], self.model
+        )
+        at_line_start = False
+        async for event in self.client.subscribe(
+            self.session_id,
+            from_id=self.cursor,
+            stop_after_turn=False,
+            timeout=TURN_TIMEOUT_SECONDS,
         ):
+            self.cursor = event["id"]
+            kind = event["type"]
+            if kind == EventType.TOKEN and event["turn_id"] == turn_id:
+                print(event["text"], end="", flush=True)
+                row.reply_chars += len(event["text"])
+                at_line_start = event["text"].endswith("\n")
+            elif kind in COMPRESSION_EVENTS or kind == EventType.TURN_FAILED:
+                print(("" if at_line_start else "\n") + f"{MARK} {_describe(event)}", flush=True)
+                at_line_start = True
+                if kind == EventType.COMPRESSION_COMPLETED:
+                    row.compressions.append(_compression(event))
+            if event["turn_id"] == turn_id and kind in (
+                EventType.TURN_COMPLETED,
+                EventType.TURN_FAILED,
+            ):
+                if kind == EventType.TURN_FAILED:
+                    if event.get("code") in UNREACHABLE_CODES:
+                        raise _provider_unreachable(self.model, event)
+                    row.failed = str(event.get("code"))
+                break
+        if not at_line_start:
             print()
-            return 0 if kind == EventType.TURN_COMPLETED else 1
-    return 1
+        row.seconds = time.monotonic() - started
+        session = await self.client.get_session(self.session_id) or {}
+        row.window_tokens = int(session.get("window_tokens") or 0)
+
+
+def _check_workers(settings: Settings) -> None:
+    """One line, not a five-minute wait, when no worker would serve the turns."""
+    producer = TaskProducer(settings.effective_broker_url)
+    try:
+        replies = producer.app.control.ping(timeout=PING_TIMEOUT_SECONDS)
+    finally:
+        producer.close()
+    if not replies:
+        raise UnreachableError(
+            "no worker answers on the broker at "
+            f"{hide_password(settings.effective_broker_url)}: start them (`make run`, or the "
+            "Procfile's worker_fast and worker_llm), or set BROKER_URL to theirs"
+        )
+
+
+def table(rows: list[TurnRow]) -> list[str]:
+    """The closing table: one line per turn."""
+    lines = [f"{'turn':>4}  {'seconds':>7}  {'reply chars':>11}  {'window after':>12}  compression"]
+    for row in rows:
+        what = "; ".join(row.compressions) or "-"
+        if row.failed:
+            what = f"FAILED ({row.failed}); {what}"
+        lines.append(
+            f"{row.number:>4}  {row.seconds:>7.1f}  {row.reply_chars:>11,}  "
+            f"{row.window_tokens:>12,}  {what}"
+        )
+    return lines
 
 
 async def _demo(model: str | None, turns: int) -> int:
     from tokenwindow.client import TokenManagementClient
 
     async with TokenManagementClient() as client:
+        await asyncio.to_thread(_check_workers, client.settings)
         model = model or client.default_model()
         session_id = f"demo-{uuid.uuid4().hex[:8]}"
         if model == OFFLINE_MODEL:
@@ -117,25 +233,24 @@ async def _demo(model: str | None, turns: int) -> int:
             )
         else:
             print(f"Model: {model}")
-        print(f"Session: {session_id}\n")
-        started = time.monotonic()
-        failures = 0
+        print(f"Session: {session_id}  (lines starting with '{MARK.strip()}' are not the chat)")
+        player = Player(client, session_id, model)
+        rows = []
         for number, text in enumerate(demo_turns(turns), start=1):
-            print(f"\n> turn {number}: {text[:90]}...\n< ", end="", flush=True)
-            failures += await _play_turn(client, session_id, text, model)
+            print(f"\n--- turn {number} ---\nyou: {text[:90]}...\n\nassistant: ", end="")
+            rows.append(TurnRow(number))
+            await player.play(rows[-1], text)
         session = await client.get_session(session_id) or {}
         transcript = await client.get_transcript(session_id)
         metrics = await client.metrics()
-        print("\nSummary")
-        print(f"  turns: {turns} in {time.monotonic() - started:.1f} s")
-        print(
-            f"  transcript: {len(transcript)} messages, {session.get('total_tokens')} tokens "
-            "(kept in full)"
-        )
-        print(
-            f"  working window now: {session.get('window_tokens')} tokens, "
-            f"{session.get('compressions')} compressions"
-        )
-        print(f"  tokens saved (all sessions): {metrics['tokens_saved']['total']}")
-        print(f"  failed turns: {failures}")
+    failures = sum(1 for row in rows if row.failed)
+    print("\nSummary")
+    print("\n".join("  " + line for line in table(rows)))
+    print(
+        f"\n  {len(transcript)} messages, {session.get('total_tokens'):,} tokens kept in the "
+        f"transcript; working window {session.get('window_tokens'):,} tokens after "
+        f"{session.get('compressions')} compressions"
+    )
+    print(f"  tokens saved (all sessions): {metrics['tokens_saved']['total']:,}")
+    print(f"  failed turns: {failures}")
     return 0 if failures == 0 else 1

@@ -14,8 +14,11 @@ HEADERS = ("MODEL", "PROVIDER", "INPUT", "OUTPUT", "TOKENIZER", "COUNT")
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "models",
-        help="list known models with their windows and tokenizers",
-        description="List every known model: built-ins, litellm's map and the models file.",
+        help="list known models with their windows and tokenizers (offline: needs nothing)",
+        description=(
+            "List every known model: built-ins, litellm's map and the models file "
+            "(TOKENWINDOW_MODELS_FILE). Runs offline: no Redis, broker or workers."
+        ),
     )
     parser.add_argument("pattern", nargs="?", help="only models whose name contains this")
     parser.add_argument("--provider", help="only this provider's models")

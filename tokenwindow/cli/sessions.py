@@ -6,20 +6,30 @@ import argparse
 import json
 from typing import Any
 
-from tokenwindow.cli import EXIT_OK, EXIT_PARTIAL
+from tokenwindow.cli import EXIT_OK, EXIT_PARTIAL, NEEDS_REDIS
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("sessions", help="list, show, read or delete sessions")
+    parser = subparsers.add_parser(
+        "sessions",
+        help="list, show, read or delete sessions (needs Redis)",
+        description=f"Read and delete sessions in Redis. {NEEDS_REDIS}",
+    )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="sessions by most recent activity (JSON lines)")
+    listing = actions.add_parser(
+        "list",
+        help="sessions by most recent activity (JSON lines)",
+        description=f"Sessions by most recent activity, one JSON line each. {NEEDS_REDIS}",
+    )
     listing.add_argument("--limit", type=int, default=100)
     for name, text in (
         ("show", "one session's counts and state (JSON)"),
         ("transcript", "the full raw transcript (JSON)"),
         ("delete", "remove everything stored for a session"),
     ):
-        actions.add_parser(name, help=text).add_argument("session_id")
+        actions.add_parser(name, help=text, description=f"{text}. {NEEDS_REDIS}").add_argument(
+            "session_id"
+        )
     parser.set_defaults(handler=run)
 
 
