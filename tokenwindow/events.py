@@ -17,8 +17,9 @@ class EventType(StrEnum):
     TURN_STARTED = "turn_started"
     TOKEN = "token"
     TOOL_CALL = "tool_call"
-    """A fragment of a reply's tool call: ``index``, ``id`` and ``name`` (first fragment of
-    each call), ``arguments`` (a piece of the JSON arguments)."""
+    """A fragment of a reply's tool call: ``index``, ``call_id`` and ``name`` (first fragment
+    of each call), ``arguments`` (a piece of the JSON arguments). Not ``id``: that is every
+    event's stream entry id."""
     TURN_RESTARTED = "turn_restarted"
     """A redelivered completion produced different text: discard this turn's earlier tokens."""
     TURN_COMPLETED = "turn_completed"

@@ -90,7 +90,7 @@ class ReplyTracker:
             call.arguments += fragment.arguments
             fields = {
                 "index": fragment.index,
-                "id": fragment.id,
+                "call_id": fragment.id,
                 "name": fragment.name,
                 "arguments": fragment.arguments,
             }
