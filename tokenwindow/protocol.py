@@ -49,6 +49,8 @@ class TurnRequest(BaseModel):
     strategy: StrategyName | None = None
     temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
     max_tokens: int | None = Field(None, gt=0, le=1_000_000)
+    params: dict[str, Any] | None = None
+    """Further chat parameters for the provider call (``tools``, ``tool_choice``, ...)."""
     submitted_at: float = Field(default_factory=time.time)
 
     @field_validator("session_id")

@@ -82,7 +82,11 @@ def gateway(
     pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
     """An open gateway over the module's pipeline; requests without a model use BIG_MODEL."""
-    env = {**pipeline.env, "TOKENWINDOW_DEFAULT_MODEL": BIG_MODEL}
+    env = {
+        **pipeline.env,
+        "TOKENWINDOW_DEFAULT_MODEL": BIG_MODEL,
+        "TOKENWINDOW_GATEWAY_ALLOW_OPEN": "true",
+    }
     log = tmp_path_factory.mktemp("gateway") / "gateway.log"
     process = GatewayProcess(env, log).start()
     try:
