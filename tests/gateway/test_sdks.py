@@ -104,9 +104,7 @@ def test_openai_errors_have_the_sdks_statuses(gateway: GatewayProcess, provider:
     assert int(limited.value.response.headers["retry-after"]) >= 1
 
 
-def test_context_length_is_a_400_with_its_code(
-    gateway: GatewayProcess, provider: Pipeline
-) -> None:
+def test_context_length_is_a_400_with_its_code(gateway: GatewayProcess, provider: Pipeline) -> None:
     provider.provider.configure(context_limit=5)
     try:
         with pytest.raises(openai.BadRequestError) as overflow:
