@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.auth import CallerDep, require_key
 from gateway.errors import responses
-from gateway.openai_compat import SESSION_HEADER, TOOL_CALL
+from gateway.openai_compat import SESSION_HEADER
 from gateway.sse import EventStreamResponse, anthropic_error, json_frame, relay
 from gateway.state import Gateway, GatewayDep
 from gateway.turns import Turn, TurnOptions, start_turn, turn_events, whole_reply
@@ -163,61 +163,59 @@ def event_frame(kind: str, **fields: Any) -> bytes:
 
 
 class MessageStream:
-    """Renders a turn's events as Anthropic's message stream."""
+    """Renders a turn's events as Anthropic's message stream.
+
+    Text streams as it comes. Tool calls go out whole once the turn completes, one
+    ``tool_use`` block each: chat providers may interleave the fragments of parallel calls,
+    and an Anthropic stream cannot return to a block it has closed.
+    """
 
     def __init__(self, gateway: Gateway, turn: Turn, model: str) -> None:
         self.gateway, self.turn, self.model = gateway, turn, model
         self.reply = ReplyAssembler()
         self.blocks = 0
-        self.open: tuple[str, int] | None = None
-        """The open content block: ``("text", -1)`` or ``("tool", call index)``."""
+        self.text_open = False
 
-    def _block(self, key: tuple[str, int], start: dict[str, Any]) -> bytes:
-        """Close the open block unless it is ``key``; open ``key`` if it is not open."""
-        if self.open == key:
-            return b""
-        out = self._close()
-        self.open = key
-        out += event_frame("content_block_start", index=self.blocks, content_block=start)
-        return out
+    def _start(self, block: dict[str, Any]) -> bytes:
+        return event_frame("content_block_start", index=self.blocks, content_block=block)
 
-    def _close(self) -> bytes:
-        if self.open is None:
-            return b""
-        self.open = None
+    def _delta(self, delta: dict[str, Any]) -> bytes:
+        return event_frame("content_block_delta", index=self.blocks, delta=delta)
+
+    def _stop(self) -> bytes:
         self.blocks += 1
         return event_frame("content_block_stop", index=self.blocks - 1)
 
+    def _tool_blocks(self) -> bytes:
+        out = b""
+        for call in self.reply.tool_calls:
+            function = call["function"]
+            out += self._start(
+                {"type": "tool_use", "id": call["id"], "name": function["name"], "input": {}}
+            )
+            out += self._delta({"type": "input_json_delta", "partial_json": function["arguments"]})
+            out += self._stop()
+        return out
+
     async def render(self, event: Event) -> bytes:
         kind = event["type"]
-        if kind == EventType.TURN_RESTARTED and (self.blocks or self.open):
+        if kind == EventType.TURN_RESTARTED and (self.blocks or self.text_open):
             raise TurnFailedError(RESTARTED, RESTARTED_MESSAGE)
         if kind != EventType.TURN_FAILED:
             self.reply.feed(event)
         if kind == EventType.TOKEN:
-            out = self._block(("text", -1), {"type": "text", "text": ""})
-            delta = {"type": "text_delta", "text": event["text"]}
-            return out + event_frame("content_block_delta", index=self.blocks, delta=delta)
-        if kind == TOOL_CALL:
-            start: dict[str, Any] = {
-                "type": "tool_use",
-                "id": event.get("id"),
-                "name": event.get("name"),
-                "input": {},
-            }
-            out = self._block(("tool", int(event["index"])), start)
-            delta = {"type": "input_json_delta", "partial_json": event.get("arguments") or ""}
-            return out + event_frame("content_block_delta", index=self.blocks, delta=delta)
+            out = b"" if self.text_open else self._start({"type": "text", "text": ""})
+            self.text_open = True
+            return out + self._delta({"type": "text_delta", "text": event["text"]})
         if kind != EventType.TURN_COMPLETED:
             return b""
-        usage = usage_of(self.reply)
+        out = self._stop() if self.text_open else b""
+        self.text_open = False
+        delta = {"stop_reason": stop_reason(self.reply), "stop_sequence": None}
         return (
-            self._close()
-            + event_frame(
-                "message_delta",
-                delta={"stop_reason": stop_reason(self.reply), "stop_sequence": None},
-                usage=usage.model_dump(),
-            )
+            out
+            + self._tool_blocks()
+            + event_frame("message_delta", delta=delta, usage=usage_of(self.reply).model_dump())
             + event_frame("message_stop")
         )
 

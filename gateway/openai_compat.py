@@ -35,15 +35,13 @@ from gateway.turns import Turn, TurnOptions, start_turn, turn_events, whole_repl
 from tokenwindow.constants import SESSION_ID_PATTERN
 from tokenwindow.errors import TurnFailedError
 from tokenwindow.events import Event, EventType
-from tokenwindow.replies import RESTARTED, RESTARTED_MESSAGE, ReplyAssembler
+from tokenwindow.replies import RESTARTED, RESTARTED_MESSAGE, TOOL_CALL_EVENT, ReplyAssembler
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_key)])
 
 SESSION_HEADER = "X-Session-Id"
 DONE = frame("[DONE]")
-TOOL_CALL = "tool_call"
-"""Event type of one tool-call fragment: ``index``, ``id`` and ``name`` (on a call's first
-fragment), ``arguments`` (a piece of the JSON text)."""
+TOOL_CALL = TOOL_CALL_EVENT
 
 
 def turn_options(body: OpenAIChatRequest) -> TurnOptions:
@@ -66,8 +64,8 @@ def completion_id(turn: Turn) -> str:
 def tool_call_delta(event: Event) -> dict[str, Any]:
     """A tool-call fragment as OpenAI streams it: id, type and name on the first only."""
     call: dict[str, Any] = {"index": event["index"]}
-    if event.get("id"):
-        call.update(id=event["id"], type="function")
+    if event.get("call_id"):
+        call.update(id=event["call_id"], type="function")
     function: dict[str, Any] = {"arguments": event.get("arguments") or ""}
     if event.get("name"):
         function["name"] = event["name"]

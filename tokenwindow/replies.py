@@ -14,6 +14,9 @@ from typing import Any
 from tokenwindow.errors import TurnFailedError
 from tokenwindow.events import Event, EventType
 
+TOOL_CALL_EVENT = "tool_call"
+"""Event type of one tool-call fragment: ``index``, ``call_id`` and ``name`` (on a call's first
+fragment; ``id`` is every event's stream entry id), ``arguments`` (a piece of its JSON text)."""
 RESTARTED = "turn_restarted"
 """Error code of a stream that had shown text of an attempt that was then abandoned."""
 RESTARTED_MESSAGE = (
@@ -40,7 +43,7 @@ class ReplyAssembler:
         kind = event["type"]
         if kind == EventType.TOKEN:
             self.parts.append(event["text"])
-        elif kind == "tool_call":
+        elif kind == TOOL_CALL_EVENT:
             self._fragment(event)
         elif kind == EventType.TURN_RESTARTED:
             self.parts.clear()
@@ -59,8 +62,8 @@ class ReplyAssembler:
             int(event["index"]),
             {"id": None, "type": "function", "function": {"name": None, "arguments": ""}},
         )
-        if event.get("id"):
-            call["id"] = event["id"]
+        if event.get("call_id"):
+            call["id"] = event["call_id"]
         if event.get("name"):
             call["function"]["name"] = event["name"]
         call["function"]["arguments"] += event.get("arguments") or ""

@@ -36,9 +36,9 @@ def test_a_restart_drops_the_abandoned_attempt() -> None:
 def test_tool_call_fragments_assemble_and_the_completed_list_wins() -> None:
     fragments = ReplyAssembler()
     for item in (
-        event("tool_call", index=0, id="call_1", name="lookup", arguments='{"q": '),
-        event("tool_call", index=1, id="call_2", name="clock", arguments="{}"),
-        event("tool_call", index=0, id=None, name=None, arguments='"tea"}'),
+        event("tool_call", index=0, call_id="call_1", name="lookup", arguments='{"q": '),
+        event("tool_call", index=1, call_id="call_2", name="clock", arguments="{}"),
+        event("tool_call", index=0, call_id=None, name=None, arguments='"tea"}'),
         event("turn_completed", finish_reason="tool_calls"),
     ):
         fragments.feed(item)
@@ -49,7 +49,7 @@ def test_tool_call_fragments_assemble_and_the_completed_list_wins() -> None:
     ]
     final = [{"id": "call_9", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
     reported = ReplyAssembler()
-    reported.feed(event("tool_call", index=0, id="call_1", name="lookup", arguments="{"))
+    reported.feed(event("tool_call", index=0, call_id="call_1", name="lookup", arguments="{"))
     reported.feed(event("turn_completed", finish_reason="tool_calls", tool_calls=final))
     assert reported.tool_calls == final
 
