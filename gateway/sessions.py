@@ -92,6 +92,7 @@ async def delete_session(
 @router.get(
     "/{session_id}/events",
     response_class=EventStreamResponse,
+    status_code=200,
     responses={
         200: openapi_content(SESSION_EVENTS, "The session's events as Server-Sent Events."),
         **json_errors(400, 401),

@@ -13,7 +13,6 @@ stream ends with a final frame when the server is asked to stop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -167,6 +166,12 @@ class Keepalive:
     closing: asyncio.Event
 
 
+def _quietly(task: asyncio.Future[Any]) -> None:
+    """Collect the outcome of a read nobody waits for any more (so none is reported)."""
+    if not task.cancelled():
+        task.exception()
+
+
 async def keep_alive(
     content: AsyncIterator[bytes], keepalive: Keepalive, farewell: bytes
 ) -> AsyncIterator[bytes]:
@@ -197,11 +202,11 @@ async def keep_alive(
     finally:
         stop.cancel()
         if pending is not None:
+            # Not awaited: a blocking Redis read may take its time to notice the cancellation,
+            # and the response must end now (its end lets the server stop).
             pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
-        close = getattr(content, "aclose", None)
-        if close is not None:
+            pending.add_done_callback(_quietly)
+        elif (close := getattr(content, "aclose", None)) is not None:
             await close()
 
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import anthropic
+import httpx
 import openai
 import pytest
 import redis
@@ -92,6 +95,7 @@ def idle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
         "REDIS_URL": TEST_REDIS_URL,
         "TOKENWINDOW_MODELS_FILE": str(models),
         "TOKENWINDOW_GATEWAY_ALLOW_OPEN": "true",
+        "TOKENWINDOW_SSE_PING_SECONDS": "0.05",
     }
     process = GatewayProcess(env, tmp / "gateway.log").start()
     try:
@@ -104,25 +108,26 @@ def idle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
 
 def play_when_queued(sid: str, script: Script) -> threading.Thread:
     """Publish ``script`` as the events of the session's next queued turn, from a thread."""
-
-    def run() -> None:
-        store = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
-        log = EventLog(store, maxlen=1000, ttl_seconds=600)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            entries = store.xrange(events_stream_key(sid))
-            queued = [json.loads(f["event"]) for _, f in entries]
-            if queued:
-                break
-            time.sleep(0.05)
-        turn_id = queued[0]["turn_id"]
-        for kind, fields in script:
-            log.publish(sid, turn_id, cast(EventType, kind), **fields)
-        store.close()
-
-    thread = threading.Thread(target=run, daemon=True)
+    thread = threading.Thread(target=play, args=(sid, script), daemon=True)
     thread.start()
     return thread
+
+
+def play(sid: str, script: Script) -> None:
+    """Publish ``script`` as the events of the session's first queued turn."""
+    store = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+    log = EventLog(store, maxlen=1000, ttl_seconds=600)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        entries = store.xrange(events_stream_key(sid))
+        queued = [json.loads(f["event"]) for _, f in entries]
+        if queued:
+            break
+        time.sleep(0.05)
+    turn_id = queued[0]["turn_id"]
+    for kind, fields in script:
+        log.publish(sid, turn_id, cast(EventType, kind), **fields)
+    store.close()
 
 
 def queued_task(sid: str) -> dict[str, Any]:
@@ -269,3 +274,43 @@ def test_the_client_whole_reply_drops_the_abandoned_text(
         get_registry.cache_clear()
     assert isinstance(answer, dict)
     assert answer["content"] == "kept" and answer["finish_reason"] == "stop"
+
+
+def chat_stream(gateway: GatewayProcess, sid: str) -> Any:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    headers = {"X-Session-Id": sid}
+    return httpx.stream(
+        "POST", f"{gateway.url}/v1/chat/completions", json=body, headers=headers, timeout=30
+    )
+
+
+def test_a_silent_stream_is_pinged_and_goes_on(idle: GatewayProcess) -> None:
+    sid, lines = f"ev-{uuid.uuid4().hex[:10]}", []
+    with chat_stream(idle, sid) as response:
+        for line in response.iter_lines():
+            lines.append(line)
+            if line == ": ping" and lines.count(line) == 1:
+                play(sid, RESTART_SCRIPT[2:])  # nothing was sent while the turn waited
+            if line == "data: [DONE]":
+                break
+    chunks = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "kept"
+
+
+def test_shutdown_ends_open_streams(idle: GatewayProcess, tmp_path: Path) -> None:
+    gateway = GatewayProcess(idle.env, tmp_path / "gateway.log").start()
+    lines = []
+    try:
+        with chat_stream(gateway, f"ev-{uuid.uuid4().hex[:10]}") as response:
+            for line in response.iter_lines():
+                lines.append(line)
+                if len(lines) == 1:
+                    assert gateway.process is not None
+                    gateway.process.send_signal(signal.SIGTERM)
+        assert gateway.process is not None
+        assert gateway.process.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        gateway.stop()
+    assert "event: error" in lines
+    error = json.loads(next(line for line in reversed(lines) if line.startswith("data: "))[6:])
+    assert error["error"]["code"] == "shutting_down"
