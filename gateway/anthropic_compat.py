@@ -25,12 +25,22 @@ from gateway.turns import Turn, TurnOptions, start_turn, turn_events, whole_repl
 from tokenwindow.constants import SESSION_ID_PATTERN
 from tokenwindow.errors import InvalidInputError, TurnFailedError
 from tokenwindow.events import Event, EventType
+from tokenwindow.models import get_registry
 from tokenwindow.replies import RESTARTED, RESTARTED_MESSAGE, ReplyAssembler
 
 router = APIRouter(prefix="/v1", tags=["anthropic"], dependencies=[Depends(require_key)])
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 """Anthropic's ``stop_reason`` for a chat ``finish_reason`` (any other: ``end_turn``)."""
+
+
+class AnthropicMessage(BaseModel):
+    """One Anthropic message: text, or content blocks (text, image, tool_use, tool_result)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant"]
+    content: str | list[dict[str, Any]]
 
 
 class MessagesRequest(BaseModel):
@@ -50,7 +60,7 @@ class MessagesRequest(BaseModel):
     )
 
     model: str
-    messages: list[dict[str, Any]] = Field(min_length=1)
+    messages: list[AnthropicMessage] = Field(min_length=1)
     max_tokens: int = Field(gt=0, le=1_000_000)
     system: str | list[dict[str, Any]] | None = None
     stream: bool = False
@@ -96,14 +106,22 @@ def to_chat(body: MessagesRequest) -> tuple[list[dict[str, Any]], TurnOptions]:
     from litellm.llms.anthropic.messages.adapters.transformation import AnthropicAdapter
 
     request = body.model_dump(exclude_none=True, exclude={"stream"})
+    # The provider's own model name lets the adapter pick that provider's rules (and an
+    # unknown model is a 404 before anything is translated).
+    request["model"] = get_registry().get(body.model).litellm_model
     try:
         translated = AnthropicAdapter().translate_completion_input_params(request)
-    except ValueError as exc:
-        raise InvalidInputError(f"messages: {exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        # The adapter trusts its input; what it cannot read is the caller's content blocks.
+        raise InvalidInputError(
+            f"messages: content blocks could not be read ({exc!r:.200})"
+        ) from None
     if translated is None:
         raise InvalidInputError("messages: the request could not be translated")
     chat: dict[str, Any] = dict(translated)
     messages = [{k: v for k, v in m.items() if v is not None} for m in chat.pop("messages")]
+    if not messages:
+        raise InvalidInputError("messages: no content the gateway can pass on")
     chat.pop("model", None)
     options: TurnOptions = {
         "model": body.model,
