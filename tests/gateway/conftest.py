@@ -13,17 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from tests.harness import ROOT
 from tests.pipeline import BIG_MODEL, Pipeline, pipeline
 
-__all__ = ["GatewayProcess", "gateway", "pipeline", "secured_gateway"]
+__all__ = ["GatewayProcess", "free_port", "gateway", "pipeline"]
 
 READY_TIMEOUT_SECONDS = 30.0
-SPARE_REDIS_URL = "redis://127.0.0.1:6379/14"
-"""A database no worker consumes from: queues there only grow, and no worker answers pings."""
-API_KEYS = ("key-one", "key-two")
 
 
 def free_port() -> int:
@@ -93,27 +89,3 @@ def gateway(
         yield process
     finally:
         process.stop()
-
-
-@pytest.fixture(scope="module")
-def secured_gateway(
-    pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GatewayProcess]:
-    """A gateway with API keys, small limits, and a Redis database no worker serves."""
-    spare = redis.Redis.from_url(SPARE_REDIS_URL)
-    spare.flushdb()
-    env = {
-        **pipeline.env,
-        "REDIS_URL": SPARE_REDIS_URL,
-        "TOKENWINDOW_GATEWAY_API_KEYS": ",".join(API_KEYS),
-        "TOKENWINDOW_MAX_QUEUE_DEPTH": "1",
-        "TOKENWINDOW_MAX_REQUEST_BYTES": "4096",
-    }
-    log = tmp_path_factory.mktemp("secured") / "gateway.log"
-    process = GatewayProcess(env, log).start()
-    try:
-        yield process
-    finally:
-        process.stop()
-        spare.flushdb()
-        spare.close()
