@@ -68,9 +68,10 @@ class StatelessFitter:
         counter = counter_for(spec)
         window = window_for(spec, self.settings)
         typed: list[Message] = messages  # type: ignore[assignment]
-        if counter.count_messages(typed) <= window.hard:
+        # Counting and hashing a resent history of megabytes is CPU work: off the event loop.
+        if await asyncio.to_thread(counter.count_messages, typed) <= window.hard:
             return messages
-        digests = prefix_digests(typed)
+        digests = await asyncio.to_thread(prefix_digests, typed)
         found = await self.store.mget([summary_key(d) for d in digests])
         upto = max((i + 1 for i, text in enumerate(found) if text), default=0)
         working, offset = typed, 0
@@ -79,7 +80,7 @@ class StatelessFitter:
             working = [*head, summary_message(str(found[upto - 1])), *typed[upto:]]
             offset = upto - len(head) - 1
             await self.store.expire(summary_key(digests[upto - 1]), self.ttl)
-            if counter.count_messages(working) <= window.hard:
+            if await asyncio.to_thread(counter.count_messages, working) <= window.hard:
                 return list(working)  # type: ignore[arg-type]
         compression = Compression(
             working,
