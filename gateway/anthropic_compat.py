@@ -11,18 +11,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Response
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.auth import CallerDep, require_key
 from gateway.errors import responses
-from gateway.openai_compat import SESSION_HEADER
 from gateway.sse import EventStreamResponse, anthropic_error, json_frame, relay
 from gateway.state import Gateway, GatewayDep
-from gateway.turns import Turn, TurnOptions, start_turn, turn_events, whole_reply
-from tokenwindow.constants import SESSION_ID_PATTERN
+from gateway.turns import (
+    SESSION_HEADER,
+    SessionHeader,
+    Turn,
+    TurnOptions,
+    start_turn,
+    turn_events,
+    whole_reply,
+)
 from tokenwindow.errors import InvalidInputError, TurnFailedError
 from tokenwindow.events import Event, EventType
 from tokenwindow.models import get_registry
@@ -266,13 +272,7 @@ async def messages(
     gateway: GatewayDep,
     caller: CallerDep,
     response: Response,
-    x_session_id: Annotated[
-        str | None,
-        Header(
-            pattern=SESSION_ID_PATTERN.pattern,
-            description="Session to continue; without it the request is stateless.",
-        ),
-    ] = None,
+    x_session_id: SessionHeader = None,
 ) -> Response | MessageResponse:
     """Anthropic's Messages API, streamed or whole, through the session pipeline."""
     chat, options = to_chat(body)

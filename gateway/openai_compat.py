@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Response
+from fastapi import APIRouter, Depends, Response
 
 from gateway.auth import CallerDep, require_key
 from gateway.errors import responses
@@ -31,17 +31,22 @@ from gateway.schemas import (
 )
 from gateway.sse import CHUNKS, EventStreamResponse, frame, json_frame, openapi_content, relay
 from gateway.state import Gateway, GatewayDep
-from gateway.turns import Turn, TurnOptions, start_turn, turn_events, whole_reply
-from tokenwindow.constants import SESSION_ID_PATTERN
+from gateway.turns import (
+    SESSION_HEADER,
+    SessionHeader,
+    Turn,
+    TurnOptions,
+    start_turn,
+    turn_events,
+    whole_reply,
+)
 from tokenwindow.errors import TurnFailedError
 from tokenwindow.events import Event, EventType
 from tokenwindow.replies import RESTARTED, RESTARTED_MESSAGE, TOOL_CALL_EVENT, ReplyAssembler
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_key)])
 
-SESSION_HEADER = "X-Session-Id"
 DONE = frame("[DONE]")
-TOOL_CALL = TOOL_CALL_EVENT
 
 
 def turn_options(body: OpenAIChatRequest) -> TurnOptions:
@@ -109,7 +114,7 @@ class ChunkStream:
         if kind == EventType.TOKEN:
             self.sent = True
             return json_frame(self.delta({"content": event["text"]}), event_id=event["id"])
-        if kind == TOOL_CALL:
+        if kind == TOOL_CALL_EVENT:
             self.sent = True
             delta = {"tool_calls": [tool_call_delta(event)]}
             return json_frame(self.delta(delta), event_id=event["id"])
@@ -155,13 +160,7 @@ async def chat_completions(
     gateway: GatewayDep,
     caller: CallerDep,
     response: Response,
-    x_session_id: Annotated[
-        str | None,
-        Header(
-            pattern=SESSION_ID_PATTERN.pattern,
-            description="Session to continue; without it the request is stateless.",
-        ),
-    ] = None,
+    x_session_id: SessionHeader = None,
 ) -> Response | ChatCompletion:
     """OpenAI's chat completion, streamed or whole, through the session pipeline."""
     messages = plain_messages(body.messages)

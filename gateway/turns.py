@@ -14,16 +14,29 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict
+
+from fastapi import Header
 
 from gateway.state import Gateway
 from gateway.tenants import Caller
 from tokenwindow.client import DEFAULT_TIMEOUT_SECONDS
+from tokenwindow.constants import SESSION_ID_PATTERN
 from tokenwindow.events import Event
 from tokenwindow.replies import ReplyAssembler
 from tokenwindow.settings import StrategyName
 
 STATELESS_PREFIX = "stateless-"
+SESSION_HEADER = "X-Session-Id"
+SessionHeader = Annotated[
+    str | None,
+    Header(
+        alias=SESSION_HEADER,
+        pattern=SESSION_ID_PATTERN.pattern,
+        description="Session to continue; without it the request is stateless.",
+    ),
+]
+"""The header that makes an SDK-compatible request part of a session."""
 
 
 class TurnOptions(TypedDict, total=False):
@@ -50,7 +63,7 @@ class Turn:
         """Response headers a caller needs to reconnect to this turn's events."""
         headers = {"X-Turn-Id": self.turn_id}
         if self.public_id is not None:
-            headers["X-Session-Id"] = self.public_id
+            headers[SESSION_HEADER] = self.public_id
         return headers
 
 

@@ -8,16 +8,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
+from tests.conftest import TEST_REDIS_URL
 from tests.harness import ROOT
 from tests.pipeline import BIG_MODEL, Pipeline, pipeline
 
-__all__ = ["GatewayProcess", "free_port", "gateway", "pipeline"]
+__all__ = ["GatewayProcess", "free_port", "gateway", "pipeline", "workerless"]
 
 READY_TIMEOUT_SECONDS = 30.0
 
@@ -89,3 +92,18 @@ def gateway(
         yield process
     finally:
         process.stop()
+
+
+@contextmanager
+def workerless(env: dict[str, str], log_path: Path) -> Iterator[GatewayProcess]:
+    """A gateway on the test database, emptied before and after, with no worker behind it:
+    turns stay queued, so a test decides what (if anything) their events say."""
+    with redis.Redis.from_url(TEST_REDIS_URL) as store:
+        store.flushdb()
+    process = GatewayProcess({"REDIS_URL": TEST_REDIS_URL, **env}, log_path).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+        with redis.Redis.from_url(TEST_REDIS_URL) as store:
+            store.flushdb()

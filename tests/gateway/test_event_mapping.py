@@ -25,7 +25,7 @@ import redis
 import yaml
 
 from tests.conftest import TEST_REDIS_URL
-from tests.gateway.conftest import GatewayProcess
+from tests.gateway.conftest import GatewayProcess, workerless
 from tokenwindow.constants import QUEUE_COMPLETIONS, events_stream_key
 from tokenwindow.eventlog import EventLog
 from tokenwindow.events import EventType
@@ -89,21 +89,13 @@ def idle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
         "model_info": {"max_input_tokens": 128_000, "max_output_tokens": 1_000},
     }
     models.write_text(yaml.safe_dump({"model_list": [entry]}), encoding="utf-8")
-    with redis.Redis.from_url(TEST_REDIS_URL) as store:
-        store.flushdb()
     env = {
-        "REDIS_URL": TEST_REDIS_URL,
         "TOKENWINDOW_MODELS_FILE": str(models),
         "TOKENWINDOW_GATEWAY_ALLOW_OPEN": "true",
         "TOKENWINDOW_SSE_PING_SECONDS": "0.05",
     }
-    process = GatewayProcess(env, tmp / "gateway.log").start()
-    try:
+    with workerless(env, tmp / "gateway.log") as process:
         yield process
-    finally:
-        process.stop()
-        with redis.Redis.from_url(TEST_REDIS_URL) as store:
-            store.flushdb()
 
 
 def play_when_queued(sid: str, script: Script) -> threading.Thread:

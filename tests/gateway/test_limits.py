@@ -12,11 +12,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-import redis
 
 from gateway.auth import OPEN_WARNING
-from tests.conftest import TEST_REDIS_URL
-from tests.gateway.conftest import GatewayProcess
+from tests.gateway.conftest import GatewayProcess, workerless
 
 pytestmark = pytest.mark.slow
 
@@ -26,21 +24,13 @@ API_KEYS = ("key-one", "key-two")
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     """A gateway with API keys of the default tenant and small limits."""
-    with redis.Redis.from_url(TEST_REDIS_URL) as store:
-        store.flushdb()
     env = {
-        "REDIS_URL": TEST_REDIS_URL,
         "TOKENWINDOW_GATEWAY_API_KEYS": ",".join(API_KEYS),
         "TOKENWINDOW_MAX_QUEUE_DEPTH": "1",
         "TOKENWINDOW_MAX_REQUEST_BYTES": "4096",
     }
-    process = GatewayProcess(env, tmp_path_factory.mktemp("secured") / "gateway.log").start()
-    try:
+    with workerless(env, tmp_path_factory.mktemp("secured") / "gateway.log") as process:
         yield process
-    finally:
-        process.stop()
-        with redis.Redis.from_url(TEST_REDIS_URL) as store:
-            store.flushdb()
 
 
 def session() -> str:
