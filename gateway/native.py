@@ -52,8 +52,8 @@ async def chat(
     return ChatResponse(
         session_id=body.session_id,
         turn_id=turn.turn_id,
-        content=reply.text,
         model=body.model or gateway.client.default_model(),
+        **reply.result(),
     )
 
 

@@ -99,6 +99,9 @@ class ChatResponse(BaseModel):
     turn_id: str
     content: str
     model: str
+    finish_reason: str | None = Field(None, description="The provider's, when it gave one.")
+    usage: dict[str, int] | None = Field(None, description="The provider's token figures.")
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class CountRequest(BaseModel):

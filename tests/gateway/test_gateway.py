@@ -209,6 +209,7 @@ def test_plain_post_answers_once_done(gateway: GatewayProcess) -> None:
     answer = httpx.post(f"{gateway.url}/chat/completions", json=body, timeout=30).json()
     assert answer["content"] == reply_to("hello")
     assert answer["session_id"] == sid and answer["model"] == BIG_MODEL
+    assert answer["finish_reason"] == "stop" and answer["usage"]["completion_tokens"] > 0
     listed = httpx.get(f"{gateway.url}/sessions").json()
     assert sid in [s["session_id"] for s in listed]
     assert httpx.get(f"{gateway.url}/sessions/{sid}").json()["messages"] == 2
