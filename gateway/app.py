@@ -11,13 +11,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from gateway import native, openai_compat, operations, sessions
-from gateway.auth import warn_if_open
+from gateway import anthropic_compat, native, openai_compat, operations, sessions
+from gateway.auth import key_table
 from gateway.errors import install_error_handlers
 from gateway.limits import BodySizeLimit
 from gateway.probes import QueueMonitor, WorkerPinger
 from gateway.prometheus import MeasureRequests, RequestMetrics
+from gateway.shutdown import ShutdownSignal
+from gateway.sse import Keepalive
 from gateway.state import Gateway
+from gateway.stateless import StatelessFitter
 from tokenwindow import __version__
 from tokenwindow.client import TokenManagementClient
 from tokenwindow.logfmt import configure_logfmt
@@ -32,7 +35,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         config = settings or get_settings()
         configure_logfmt(config.log_level)
-        warn_if_open(config)
+        keys = key_table(config)
+        shutdown = ShutdownSignal()
+        shutdown.install()
         client = TokenManagementClient(settings=config)
         gateway = Gateway(
             settings=config,
@@ -40,11 +45,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             queues=QueueMonitor(config, client.redis),
             workers=WorkerPinger(config.effective_broker_url),
             requests=requests,
+            keys=keys,
+            keepalive=Keepalive(config.sse_ping_seconds, shutdown.event),
+            stateless=StatelessFitter(client.redis, config),
         )
         app.state.gateway = gateway
         try:
             yield
         finally:
+            shutdown.uninstall()
             await gateway.close()
 
     app = FastAPI(
@@ -54,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (native, openai_compat, sessions, operations):
+    for module in (native, openai_compat, anthropic_compat, sessions, operations):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit)
     app.add_middleware(MeasureRequests, metrics=requests)

@@ -1,55 +1,66 @@
-"""Optional bearer-token auth: on when ``TOKENWINDOW_GATEWAY_API_KEYS`` lists keys.
+"""Bearer-token auth: each key stands for a tenant (or an admin); none configured is refused.
 
-OpenAI clients send their ``api_key`` as ``Authorization: Bearer ...``, so one of these keys is
-what a caller passes as its API key.
+OpenAI clients send their ``api_key`` as ``Authorization: Bearer ...``; Anthropic clients send
+it as ``x-api-key``. Either header is accepted on every route.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Header
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.errors import ApiError
 from gateway.state import GatewayDep
+from gateway.tenants import ADMIN, Caller, KeyTable
+from tokenwindow.errors import ConfigurationError
 from tokenwindow.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-bearer = HTTPBearer(auto_error=False, description="One of TOKENWINDOW_GATEWAY_API_KEYS.")
+bearer = HTTPBearer(auto_error=False, description="A key of TOKENWINDOW_GATEWAY_API_KEYS.")
+
+NO_KEYS = (
+    "no API keys configured: set TOKENWINDOW_GATEWAY_API_KEYS (tenant:key,...) or "
+    "TOKENWINDOW_GATEWAY_ADMIN_KEYS, or TOKENWINDOW_GATEWAY_ALLOW_OPEN=true to serve anyone"
+)
+OPEN_WARNING = (
+    "TOKENWINDOW_GATEWAY_ALLOW_OPEN=true and no API keys: the gateway serves anyone, "
+    "with every session visible to every caller"
+)
 
 
-def warn_if_open(settings: Settings) -> None:
-    if not settings.gateway_api_keys:
-        logger.warning(
-            "TOKENWINDOW_GATEWAY_API_KEYS is not set: the gateway accepts requests from anyone"
-        )
-
-
-def _known(token: str, settings: Settings) -> bool:
-    """Constant-time against every key, so timing does not reveal a near match."""
-    given = token.encode()
-    matches = [
-        hmac.compare_digest(given, k.get_secret_value().encode()) for k in settings.gateway_api_keys
-    ]
-    return any(matches)
+def key_table(settings: Settings) -> KeyTable:
+    """The keys, or a ``ConfigurationError`` for a gateway that would be open by accident."""
+    keys = KeyTable.from_settings(settings)
+    if keys.open and not settings.gateway_allow_open:
+        raise ConfigurationError(NO_KEYS)
+    if keys.open:
+        logger.warning(OPEN_WARNING)
+    return keys
 
 
 async def require_key(
     gateway: GatewayDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
-    """Dependency of every protected route; a no-op when no keys are configured."""
-    if not gateway.settings.gateway_api_keys:
-        return
-    if credentials is None or not _known(credentials.credentials, gateway.settings):
+    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Caller:
+    """Dependency of every protected route: who is calling (everyone is admin when open)."""
+    if gateway.keys.open:
+        return ADMIN
+    token = credentials.credentials if credentials is not None else x_api_key
+    caller = gateway.keys.caller(token) if token else None
+    if caller is None:
         raise ApiError(
             401,
-            "a valid API key is required as 'Authorization: Bearer <key>'",
+            "a valid API key is required as 'Authorization: Bearer <key>' or 'x-api-key'",
             type="authentication_error",
             code="invalid_api_key",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(require_key)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import ApiError, error_response
@@ -24,7 +25,7 @@ class BodySizeLimit:
         )
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
-            response = error_response(too_large)
+            response = error_response(too_large, Request(scope))
             await response(scope, receive, send)
             return
         received = 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
 
-from gateway.auth import require_key
+from gateway.auth import CallerDep, require_key
 from gateway.errors import responses
 from gateway.schemas import (
     ChatRequest,
@@ -14,9 +14,9 @@ from gateway.schemas import (
     ModelInfo,
     plain_messages,
 )
-from gateway.sse import SESSION_EVENTS, EventStreamResponse, openapi_content, raw_event, relay
+from gateway.sse import SESSION_EVENTS, EventStreamResponse, openapi_content, raw_events, relay
 from gateway.state import GatewayDep
-from gateway.turns import TurnOptions, admit, start_turn, turn_events
+from gateway.turns import TurnOptions, start_turn, turn_events, whole_reply
 
 router = APIRouter(tags=["tokenwindow"], dependencies=[Depends(require_key)])
 
@@ -26,10 +26,12 @@ router = APIRouter(tags=["tokenwindow"], dependencies=[Depends(require_key)])
     response_model=ChatResponse,
     responses={
         200: openapi_content(SESSION_EVENTS, "The reply, or with stream the turn's events."),
-        **responses(401, 404, 413, 422, 429, 502, 503, 504),
+        **responses(400, 401, 404, 413, 429, 502, 503, 504),
     },
 )
-async def chat(body: ChatRequest, gateway: GatewayDep) -> Response | ChatResponse:
+async def chat(
+    body: ChatRequest, gateway: GatewayDep, caller: CallerDep
+) -> Response | ChatResponse:
     """Enqueue a turn; stream the session's events for it as SSE, or answer once it is done.
 
     Streamed frames carry ``id:`` (the Redis Stream entry id) and ``event:`` (the event type);
@@ -42,15 +44,20 @@ async def chat(body: ChatRequest, gateway: GatewayDep) -> Response | ChatRespons
         "max_tokens": body.max_tokens,
         "strategy": body.strategy,
     }
+    turn = await start_turn(gateway, caller, body.session_id, messages, options)
     if body.stream:
-        turn = await start_turn(gateway, body.session_id, messages, options)
-        return EventStreamResponse(relay(turn_events(gateway, turn), raw_event), turn.headers())
-    await admit(gateway)
-    answer = await gateway.client.create_completion(body.session_id, messages, **options)
-    return ChatResponse.model_validate(answer)
+        events = relay(turn_events(gateway, turn), raw_events(caller))
+        return EventStreamResponse(events, gateway.keepalive, turn.headers())
+    reply = await whole_reply(gateway, turn)
+    return ChatResponse(
+        session_id=body.session_id,
+        turn_id=turn.turn_id,
+        model=body.model or gateway.client.default_model(),
+        **reply.result(),
+    )
 
 
-@router.post("/tokens/count", response_model=CountResponse, responses=responses(401, 404, 413, 422))
+@router.post("/tokens/count", response_model=CountResponse, responses=responses(400, 401, 404, 413))
 async def count_tokens(body: CountRequest, gateway: GatewayDep) -> CountResponse:
     """Count a text or a chat request exactly as the workers do."""
     messages = plain_messages(body.messages) if body.messages is not None else None

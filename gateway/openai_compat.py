@@ -1,25 +1,25 @@
 """The OpenAI-compatible API under ``/v1``: point an OpenAI SDK's ``base_url`` here.
 
-The session is the ``X-Session-Id`` header if sent, else the request's ``user`` field, else a
-new session for this request alone. OpenAI clients resend the whole history each time; the
-pipeline recognises what it already holds and appends only the new messages.
+A request continues a session only when it sends ``X-Session-Id``; without it the request is
+stateless (its own messages are fitted to the window, see ``gateway.stateless``). ``user`` is
+the end-user id OpenAI defines, passed on to the provider. OpenAI clients resend the whole
+history each time; the pipeline recognises what it already holds and appends only the rest.
 
-``usage`` is counted here with the model's tokenizer: prompt tokens are the messages as
-received (before any compression), completion tokens the reply text.
+``finish_reason`` and ``usage`` are the provider's, from the turn's ``turn_completed`` event.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Response
+from fastapi import APIRouter, Depends, Response
 
-from gateway.auth import require_key
+from gateway.auth import CallerDep, require_key
 from gateway.errors import responses
 from gateway.schemas import (
+    PASSED_PARAMS,
     AssistantMessage,
     ChatCompletion,
     Choice,
@@ -31,69 +31,99 @@ from gateway.schemas import (
 )
 from gateway.sse import CHUNKS, EventStreamResponse, frame, json_frame, openapi_content, relay
 from gateway.state import Gateway, GatewayDep
-from gateway.turns import Turn, TurnOptions, admit, start_turn, turn_events
-from tokenwindow.constants import SESSION_ID_PATTERN
+from gateway.turns import (
+    SESSION_HEADER,
+    SessionHeader,
+    Turn,
+    TurnOptions,
+    start_turn,
+    turn_events,
+    whole_reply,
+)
+from tokenwindow.errors import TurnFailedError
 from tokenwindow.events import Event, EventType
+from tokenwindow.replies import RESTARTED, RESTARTED_MESSAGE, TOOL_CALL_EVENT, ReplyAssembler
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_key)])
 
-SESSION_HEADER = "X-Session-Id"
 DONE = frame("[DONE]")
 
 
-def session_for(header: str | None, body: OpenAIChatRequest) -> str:
-    """The header wins over ``user``: a proxy can pin sessions without touching bodies."""
-    return header or body.user or f"oa-{uuid.uuid4().hex}"
+def turn_options(body: OpenAIChatRequest) -> TurnOptions:
+    """What the turn carries: every request field except the ones the route itself uses."""
+    params = {
+        name: getattr(body, name) for name in PASSED_PARAMS if getattr(body, name) is not None
+    }
+    return {
+        "model": body.model,
+        "temperature": body.temperature,
+        "max_tokens": body.max_completion_tokens or body.max_tokens,
+        "params": params or None,
+    }
 
 
-async def usage(gateway: Gateway, model: str, messages: list[dict[str, Any]], reply: str) -> Usage:
-    count = gateway.client.count_tokens
-    prompt = (await count(model, messages=messages))["tokens"]
-    completion = (await count(model, text=reply))["tokens"] if reply else 0
-    return Usage(
-        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
-    )
+def completion_id(turn: Turn) -> str:
+    return f"chatcmpl-{turn.turn_id}"
+
+
+def tool_call_delta(event: Event) -> dict[str, Any]:
+    """A tool-call fragment as OpenAI streams it: id, type and name on the first only."""
+    call: dict[str, Any] = {"index": event["index"]}
+    if event.get("call_id"):
+        call.update(id=event["call_id"], type="function")
+    function: dict[str, Any] = {"arguments": event.get("arguments") or ""}
+    if event.get("name"):
+        function["name"] = event["name"]
+    call["function"] = function
+    return call
 
 
 class ChunkStream:
     """Renders a turn's events as ``chat.completion.chunk`` frames, ending with ``[DONE]``."""
 
-    def __init__(
-        self,
-        gateway: Gateway,
-        turn: Turn,
-        body: OpenAIChatRequest,
-        messages: list[dict[str, Any]],
-    ) -> None:
-        self.gateway, self.turn, self.messages = gateway, turn, messages
+    def __init__(self, gateway: Gateway, turn: Turn, body: OpenAIChatRequest) -> None:
+        self.gateway, self.turn = gateway, turn
         self.model = body.model
         self.include_usage = bool(body.stream_options and body.stream_options.include_usage)
         self.created = int(time.time())
-        self.reply: list[str] = []
+        self.reply = ReplyAssembler()
+        self.sent = False
 
     def chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         return {
-            "id": f"chatcmpl-{self.turn.turn_id}",
+            "id": completion_id(self.turn),
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
+            "system_fingerprint": None,
             "choices": choices,
             **extra,
         }
 
     def delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-        return self.chunk([{"index": 0, "delta": delta, "finish_reason": finish_reason}])
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return self.chunk([choice])
 
     async def render(self, event: Event) -> bytes:
-        if event["type"] == EventType.TOKEN:
-            self.reply.append(event["text"])
+        kind = event["type"]
+        if kind == EventType.TURN_RESTARTED and self.sent:
+            # What the client has shown cannot be taken back: fail rather than splice.
+            raise TurnFailedError(RESTARTED, RESTARTED_MESSAGE)
+        if kind != EventType.TURN_FAILED:
+            self.reply.feed(event)
+        if kind == EventType.TOKEN:
+            self.sent = True
             return json_frame(self.delta({"content": event["text"]}), event_id=event["id"])
-        if event["type"] != EventType.TURN_COMPLETED:
+        if kind == TOOL_CALL_EVENT:
+            self.sent = True
+            delta = {"tool_calls": [tool_call_delta(event)]}
+            return json_frame(self.delta(delta), event_id=event["id"])
+        if kind != EventType.TURN_COMPLETED:
             return b""
-        end = json_frame(self.delta({}, "stop"), event_id=event["id"])
+        finish = self.reply.finish_reason or ("tool_calls" if self.reply.tool_calls else "stop")
+        end = json_frame(self.delta({}, finish), event_id=event["id"])
         if self.include_usage:
-            counted = await usage(self.gateway, self.model, self.messages, "".join(self.reply))
-            end += json_frame(self.chunk([], usage=counted.model_dump()))
+            end += json_frame(self.chunk([], usage=self.reply.usage))
         return end + DONE
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -102,45 +132,47 @@ class ChunkStream:
             yield piece
 
 
+def completion(turn: Turn, model: str, reply: ReplyAssembler) -> ChatCompletion:
+    calls = reply.tool_calls
+    message = AssistantMessage(
+        content=reply.text or (None if calls else ""), tool_calls=calls or None
+    )
+    finish = reply.finish_reason or ("tool_calls" if calls else "stop")
+    return ChatCompletion(
+        id=completion_id(turn),
+        created=int(time.time()),
+        model=model,
+        choices=[Choice(message=message, finish_reason=finish)],
+        usage=Usage.model_validate(reply.usage) if reply.usage else None,
+    )
+
+
 @router.post(
     "/chat/completions",
     response_model=ChatCompletion,
     responses={
         200: openapi_content(CHUNKS, "A chat.completion, or with stream its chunks."),
-        **responses(401, 404, 413, 422, 429, 502, 503, 504),
+        **responses(400, 401, 404, 413, 429, 502, 503, 504),
     },
 )
 async def chat_completions(
     body: OpenAIChatRequest,
     gateway: GatewayDep,
+    caller: CallerDep,
     response: Response,
-    x_session_id: Annotated[
-        str | None,
-        Header(pattern=SESSION_ID_PATTERN.pattern, description="Session to continue."),
-    ] = None,
+    x_session_id: SessionHeader = None,
 ) -> Response | ChatCompletion:
     """OpenAI's chat completion, streamed or whole, through the session pipeline."""
-    session_id = session_for(x_session_id, body)
     messages = plain_messages(body.messages)
-    options: TurnOptions = {
-        "model": body.model,
-        "temperature": body.temperature,
-        "max_tokens": body.max_completion_tokens or body.max_tokens,
-    }
-    if body.stream:
-        turn = await start_turn(gateway, session_id, messages, options)
-        chunks = ChunkStream(gateway, turn, body, messages)
-        return EventStreamResponse(chunks.__aiter__(), turn.headers())
-    await admit(gateway)
-    answer = await gateway.client.create_completion(session_id, messages, **options)
-    response.headers.update(Turn(session_id, answer["turn_id"], "").headers())
-    return ChatCompletion(
-        id=f"chatcmpl-{answer['turn_id']}",
-        created=int(time.time()),
-        model=body.model,
-        choices=[Choice(message=AssistantMessage(content=answer["content"]))],
-        usage=await usage(gateway, body.model, messages, answer["content"]),
+    turn = await start_turn(
+        gateway, caller, x_session_id, messages, turn_options(body), field=SESSION_HEADER
     )
+    if body.stream:
+        chunks = ChunkStream(gateway, turn, body)
+        return EventStreamResponse(chunks.__aiter__(), gateway.keepalive, turn.headers())
+    reply = await whole_reply(gateway, turn)
+    response.headers.update(turn.headers())
+    return completion(turn, body.model, reply)
 
 
 @router.get("/models", response_model=OpenAIModelList, responses=responses(401))

@@ -20,13 +20,16 @@ router = APIRouter(tags=["operations"])
 
 @router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
 async def healthz(gateway: GatewayDep) -> JSONResponse:
-    """200 when Redis and at least one worker answer; 503 with the same body otherwise."""
+    """200 when Redis and at least one worker answer; 503 with the same body otherwise.
+
+    ``open`` is true when the gateway runs without API keys (``TOKENWINDOW_GATEWAY_ALLOW_OPEN``).
+    """
     try:
         store = bool(await gateway.client.redis.ping())
     except (OSError, redis.exceptions.RedisError):
         store = False
     workers = await asyncio.to_thread(gateway.workers.ping) if store else []
-    body = Health(redis=store, workers=workers)
+    body = Health(redis=store, workers=workers, open=gateway.keys.open)
     return JSONResponse(body.model_dump(), status_code=200 if store and workers else 503)
 
 

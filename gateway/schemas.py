@@ -1,7 +1,7 @@
 """Request and response bodies: what the OpenAPI schema publishes.
 
 Messages are checked here for shape only; ``tokenwindow.messages`` stays the authority and its
-errors (naming the field) reach the caller as 422 too.
+errors (naming the field) reach the caller as 400 too.
 """
 
 from __future__ import annotations
@@ -99,6 +99,9 @@ class ChatResponse(BaseModel):
     turn_id: str
     content: str
     model: str
+    finish_reason: str | None = Field(None, description="The provider's, when it gave one.")
+    usage: dict[str, int] | None = Field(None, description="The provider's token figures.")
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class CountRequest(BaseModel):
@@ -151,6 +154,7 @@ class ModelInfo(BaseModel):
 class Health(BaseModel):
     redis: bool
     workers: list[str]
+    open: bool = Field(description="True when the gateway serves anyone (no API keys).")
 
 
 # --- the OpenAI-compatible API ----------------------------------------------------------------
@@ -159,9 +163,10 @@ class StreamOptions(BaseModel):
 
 
 class OpenAIChatRequest(BaseModel):
-    """OpenAI's chat completion request; sampling fields not listed are accepted and ignored."""
+    """OpenAI's chat completion request. Every field is passed on; any other is refused."""
 
     model_config = ConfigDict(
+        extra="forbid",
         json_schema_extra={
             "examples": [
                 {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]},
@@ -172,7 +177,7 @@ class OpenAIChatRequest(BaseModel):
                     "stream_options": {"include_usage": True},
                 },
             ]
-        }
+        },
     )
 
     model: str
@@ -183,9 +188,40 @@ class OpenAIChatRequest(BaseModel):
     max_tokens: int | None = Field(None, gt=0, le=1_000_000)
     max_completion_tokens: int | None = Field(None, gt=0, le=1_000_000)
     n: Literal[1] | None = Field(None, description="Only one choice is generated.")
-    user: SessionId | None = Field(
-        None, description="Session id when no X-Session-Id header is sent."
-    )
+    user: str | None = Field(None, max_length=256, description="End-user id, for the provider.")
+    # Passed to the provider call as they are (see ``PASSED_PARAMS``).
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    top_p: float | None = Field(None, ge=0, le=1)
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    seed: int | None = None
+    response_format: dict[str, Any] | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    reasoning_effort: str | None = None
+
+
+PASSED_PARAMS = (
+    "user",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "top_p",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "response_format",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "reasoning_effort",
+)
+"""Request fields that reach the provider call as the turn's ``params``."""
 
 
 class Usage(BaseModel):
@@ -196,13 +232,15 @@ class Usage(BaseModel):
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[dict[str, Any]] | None = None
+    refusal: None = None
 
 
 class Choice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    finish_reason: Literal["stop"] = "stop"
+    finish_reason: str
     logprobs: None = None
 
 
@@ -212,7 +250,7 @@ class ChatCompletion(BaseModel):
     created: int
     model: str
     choices: list[Choice]
-    usage: Usage
+    usage: Usage | None = Field(description="The provider's figures; null when it gave none.")
 
 
 class OpenAIModel(BaseModel):

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
+import asyncio
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from gateway.probes import QueueMonitor, WorkerPinger
 from gateway.prometheus import RequestMetrics
+from gateway.sse import Keepalive
+from gateway.stateless import StatelessFitter
+from gateway.tenants import KeyTable
 from tokenwindow.client import TokenManagementClient
 from tokenwindow.settings import Settings
 
@@ -22,8 +27,20 @@ class Gateway:
     queues: QueueMonitor
     workers: WorkerPinger
     requests: RequestMetrics
+    keys: KeyTable
+    keepalive: Keepalive
+    stateless: StatelessFitter
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+    """Clean-ups that outlive their request (the strong references keep them running)."""
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     async def close(self) -> None:
+        for task in list(self.background):
+            task.cancel()
         await self.queues.close()
         self.workers.close()
         await self.client.close()

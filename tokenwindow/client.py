@@ -35,12 +35,15 @@ from tokenwindow.metrics import active_since, build_snapshot
 from tokenwindow.models import OFFLINE_MODEL, get_registry
 from tokenwindow.producer import TaskProducer
 from tokenwindow.protocol import TurnRequest, check_session_id
+from tokenwindow.replies import RESTARTED, RESTARTED_MESSAGE, ReplyAssembler
 from tokenwindow.sessions import Entry, decode_hash, session_summary
 from tokenwindow.settings import Settings, StrategyName, get_settings
 
 READ_BLOCK_MS = 1_000
 """How long one blocking read waits; bounds how quickly a cancelled subscriber notices."""
 DEFAULT_TIMEOUT_SECONDS = 300.0
+INDEX_PAGE = 1_000
+"""Session ids read per round trip when listing one namespace of the activity index."""
 RECONNECT_DELAY_SECONDS = 0.5
 """Pause between reads while Redis is unreachable; the subscription's timeout still applies."""
 
@@ -95,8 +98,13 @@ class TokenManagementClient:
         strategy: StrategyName | str | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        params: dict[str, Any] | None = None,
     ) -> str:
-        """Validate and enqueue a turn; returns its id at once."""
+        """Validate and enqueue a turn; returns its id at once.
+
+        ``params`` carries further chat parameters for the provider call (``tools``,
+        ``tool_choice``, ``top_p``, ...), sent to the worker as they are.
+        """
         fields: dict[str, Any] = {
             "session_id": session_id,
             "messages": list(messages),
@@ -104,6 +112,7 @@ class TokenManagementClient:
             "strategy": strategy,
             "temperature": temperature,
             "max_tokens": max_tokens,
+            "params": params,
         }
         if turn_id is not None:
             fields["turn_id"] = turn_id
@@ -127,6 +136,7 @@ class TokenManagementClient:
         temperature: float | None = None,
         max_tokens: int | None = None,
         strategy: StrategyName | str | None = None,
+        params: dict[str, Any] | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> AsyncIterator[str]: ...
 
@@ -141,6 +151,7 @@ class TokenManagementClient:
         temperature: float | None = None,
         max_tokens: int | None = None,
         strategy: StrategyName | str | None = None,
+        params: dict[str, Any] | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> dict[str, Any]: ...
 
@@ -154,9 +165,17 @@ class TokenManagementClient:
         temperature: float | None = None,
         max_tokens: int | None = None,
         strategy: StrategyName | str | None = None,
+        params: dict[str, Any] | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> AsyncIterator[str] | dict[str, Any]:
-        """Submit a turn and stream its reply text (``stream=True``) or return it whole."""
+        """Submit a turn and stream its reply text (``stream=True``) or return it whole.
+
+        The whole reply is a dict: ``content``, ``finish_reason`` and ``usage`` (the provider's
+        ``prompt_tokens``/``completion_tokens``/``total_tokens``, ``None`` when it reported
+        none) and ``tool_calls``. A ``turn_restarted`` drops the text of the abandoned attempt;
+        a stream that had already yielded some of it raises ``TurnFailedError`` with code
+        ``turn_restarted`` instead of joining two attempts.
+        """
         check_session_id(session_id)
         start = await self.last_event_id(session_id)
         turn_id = await self.submit_turn(
@@ -166,32 +185,34 @@ class TokenManagementClient:
             strategy=strategy,
             temperature=temperature,
             max_tokens=max_tokens,
+            params=params,
         )
-        chunks = self._reply_text(session_id, turn_id, start, timeout)
         if stream:
-            return chunks
-        text = "".join([chunk async for chunk in chunks])
+            return self._reply_text(session_id, turn_id, start, timeout)
+        reply = ReplyAssembler()
+        async for event in self.subscribe(session_id, start, turn_id=turn_id, timeout=timeout):
+            reply.feed(event)
         return {
             "session_id": session_id,
             "turn_id": turn_id,
-            "content": text,
             "model": model or self.default_model(),
+            **reply.result(),
         }
 
     async def _reply_text(
         self, session_id: str, turn_id: str, from_id: str, timeout: float
     ) -> AsyncIterator[str]:
-        """Text deltas of one turn; raises ``TurnFailedError`` if the turn fails."""
+        """Text deltas of one turn; raises ``TurnFailedError`` if the turn fails, or if it
+        restarts after some text was yielded (that text cannot be taken back)."""
+        reply = ReplyAssembler()
         async for event in self.subscribe(
             session_id, from_id=from_id, turn_id=turn_id, timeout=timeout
         ):
-            kind = event["type"]
-            if kind == EventType.TOKEN:
+            if event["type"] == EventType.TURN_RESTARTED and reply.parts:
+                raise TurnFailedError(RESTARTED, RESTARTED_MESSAGE)
+            reply.feed(event)
+            if event["type"] == EventType.TOKEN:
                 yield event["text"]
-            elif kind == EventType.TURN_FAILED:
-                raise TurnFailedError(event.get("code", "error"), event.get("message", ""))
-            elif kind == EventType.TURN_COMPLETED:
-                return
 
     async def wait_for_turn(
         self,
@@ -264,18 +285,41 @@ class TokenManagementClient:
         raw = await self.redis.lrange(transcript_key(check_session_id(session_id)), 0, -1)
         return [Entry.loads(item).message for item in raw]
 
-    async def list_sessions(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-        """Sessions by most recent activity; sessions past their retention are dropped here."""
+    async def list_sessions(
+        self, limit: int = 100, offset: int = 0, *, prefix: str = ""
+    ) -> list[dict[str, Any]]:
+        """Sessions by most recent activity; sessions past their retention are dropped here.
+
+        ``prefix`` keeps only session ids that start with it (a tenant's namespace); ``limit``
+        and ``offset`` then count only those.
+        """
         expired_before = time.time() - self.settings.session_ttl_seconds
         await self.redis.zremrangebyscore(SESSIONS_INDEX_KEY, "-inf", expired_before)
-        ids: list[str] = await self.redis.zrevrange(  # type: ignore[assignment]
-            SESSIONS_INDEX_KEY, offset, offset + limit - 1
-        )
+        ids = await self._session_ids(limit, offset, prefix)
         pipe = self.redis.pipeline(transaction=False)
         for session_id in ids:
             pipe.hgetall(session_key(session_id))
         metas = await pipe.execute()
         return [session_summary(s, decode_hash(m)) for s, m in zip(ids, metas, strict=True) if m]
+
+    async def _session_ids(self, limit: int, offset: int, prefix: str) -> list[str]:
+        """Ids from the activity index, newest first, read in pages until ``limit`` match."""
+        if not prefix:
+            found: list[str] = await self.redis.zrevrange(  # type: ignore[assignment]
+                SESSIONS_INDEX_KEY, offset, offset + limit - 1
+            )
+            return found
+        matched: list[str] = []
+        start = 0
+        while len(matched) < offset + limit:
+            page: list[str] = await self.redis.zrevrange(  # type: ignore[assignment]
+                SESSIONS_INDEX_KEY, start, start + INDEX_PAGE - 1
+            )
+            matched += [s for s in page if s.startswith(prefix)]
+            if len(page) < INDEX_PAGE:
+                break
+            start += INDEX_PAGE
+        return matched[offset : offset + limit]
 
     async def delete_session(self, session_id: str) -> bool:
         """Remove everything stored for the session; True if it existed."""

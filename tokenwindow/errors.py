@@ -17,7 +17,7 @@ class TokenWindowError(Exception):
         super().__init__(message)
         self.message = message
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, str | float]:
         return {"code": self.code, "message": self.message}
 
 
@@ -75,6 +75,14 @@ class ProviderError(TokenWindowError):
         super().__init__(message)
         self.retry_after = retry_after
 
+    def to_dict(self) -> dict[str, str | float]:
+        """With the provider's ``retry_after`` (seconds) when it sent one: the gateway answers
+        it as ``Retry-After``."""
+        fields = super().to_dict()
+        if self.retry_after is not None:
+            fields["retry_after"] = self.retry_after
+        return fields
+
 
 class ProviderAuthError(ProviderError):
     """Raised when the provider rejects the credentials: fail fast, never retry."""
@@ -124,6 +132,7 @@ class InternalError(TokenWindowError):
 class TurnFailedError(TokenWindowError):
     """Raised by the client when a turn ends in ``turn_failed``; ``code`` says why."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.retry_after = retry_after

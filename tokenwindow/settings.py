@@ -141,7 +141,18 @@ class Settings(BaseSettings):
 
     # --- HTTP gateway ----------------------------------------------------------------------
     gateway_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
-    """Bearer tokens the gateway accepts, comma-separated; none configured leaves it open."""
+    """Bearer tokens the gateway accepts, comma-separated, each ``tenant:key`` (a key without a
+    ``tenant:`` prefix belongs to the tenant ``default``); a tenant sees only its own sessions."""
+    gateway_admin_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """Bearer tokens that see every session of every tenant, comma-separated."""
+    gateway_allow_open: bool = False
+    """With no keys configured the gateway refuses to start unless this is true."""
+    sse_ping_seconds: float = Field(15.0, gt=0)
+    """Idle time after which an event stream sends a ``: ping`` comment (proxies close silent
+    connections; a compression can run for minutes with nothing to send)."""
+    stateless_summary_ttl_seconds: int = Field(24 * 3600, gt=0)
+    """How long a summary made for a stateless request stays reusable by the next request that
+    starts with the same messages."""
     max_queue_depth: int = Field(1_000, gt=0)
     """Waiting tasks on the completions or fast queue above which new turns get a 503."""
     max_request_bytes: int = Field(8 * 1024 * 1024, gt=0)
@@ -153,7 +164,7 @@ class Settings(BaseSettings):
         """``LOG_LEVEL=debug`` is as common as ``DEBUG``; accept both."""
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("gateway_api_keys", mode="before")
+    @field_validator("gateway_api_keys", "gateway_admin_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         """One environment variable holds them all: ``TOKENWINDOW_GATEWAY_API_KEYS=k1,k2``."""

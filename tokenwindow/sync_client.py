@@ -73,8 +73,10 @@ class SyncTokenManagementClient:
     def get_transcript(self, session_id: str) -> list[Any]:
         return self._run(self._client.get_transcript(session_id))
 
-    def list_sessions(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-        return self._run(self._client.list_sessions(limit, offset))
+    def list_sessions(
+        self, limit: int = 100, offset: int = 0, *, prefix: str = ""
+    ) -> list[dict[str, Any]]:
+        return self._run(self._client.list_sessions(limit, offset, prefix=prefix))
 
     def delete_session(self, session_id: str) -> bool:
         return self._run(self._client.delete_session(session_id))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,15 +16,13 @@ import httpx
 import pytest
 import redis
 
+from tests.conftest import TEST_REDIS_URL
 from tests.harness import ROOT
 from tests.pipeline import BIG_MODEL, Pipeline, pipeline
 
-__all__ = ["GatewayProcess", "gateway", "pipeline", "secured_gateway"]
+__all__ = ["GatewayProcess", "free_port", "gateway", "pipeline", "workerless"]
 
 READY_TIMEOUT_SECONDS = 30.0
-SPARE_REDIS_URL = "redis://127.0.0.1:6379/14"
-"""A database no worker consumes from: queues there only grow, and no worker answers pings."""
-API_KEYS = ("key-one", "key-two")
 
 
 def free_port() -> int:
@@ -83,7 +82,11 @@ def gateway(
     pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
     """An open gateway over the module's pipeline; requests without a model use BIG_MODEL."""
-    env = {**pipeline.env, "TOKENWINDOW_DEFAULT_MODEL": BIG_MODEL}
+    env = {
+        **pipeline.env,
+        "TOKENWINDOW_DEFAULT_MODEL": BIG_MODEL,
+        "TOKENWINDOW_GATEWAY_ALLOW_OPEN": "true",
+    }
     log = tmp_path_factory.mktemp("gateway") / "gateway.log"
     process = GatewayProcess(env, log).start()
     try:
@@ -92,25 +95,16 @@ def gateway(
         process.stop()
 
 
-@pytest.fixture(scope="module")
-def secured_gateway(
-    pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GatewayProcess]:
-    """A gateway with API keys, small limits, and a Redis database no worker serves."""
-    spare = redis.Redis.from_url(SPARE_REDIS_URL)
-    spare.flushdb()
-    env = {
-        **pipeline.env,
-        "REDIS_URL": SPARE_REDIS_URL,
-        "TOKENWINDOW_GATEWAY_API_KEYS": ",".join(API_KEYS),
-        "TOKENWINDOW_MAX_QUEUE_DEPTH": "1",
-        "TOKENWINDOW_MAX_REQUEST_BYTES": "4096",
-    }
-    log = tmp_path_factory.mktemp("secured") / "gateway.log"
-    process = GatewayProcess(env, log).start()
+@contextmanager
+def workerless(env: dict[str, str], log_path: Path) -> Iterator[GatewayProcess]:
+    """A gateway on the test database, emptied before and after, with no worker behind it:
+    turns stay queued, so a test decides what (if anything) their events say."""
+    with redis.Redis.from_url(TEST_REDIS_URL) as store:
+        store.flushdb()
+    process = GatewayProcess({"REDIS_URL": TEST_REDIS_URL, **env}, log_path).start()
     try:
         yield process
     finally:
         process.stop()
-        spare.flushdb()
-        spare.close()
+        with redis.Redis.from_url(TEST_REDIS_URL) as store:
+            store.flushdb()

@@ -31,8 +31,9 @@ CHECKS = [status_code_conformance, content_type_conformance, response_schema_con
 def served(gateway: GatewayProcess) -> dict[str, Any]:
     """The served schema, with the documented model swapped for one the fake provider serves."""
     raw: dict[str, Any] = httpx.get(f"{gateway.url}/openapi.json").json()
-    for example in raw["components"]["schemas"]["OpenAIChatRequest"]["examples"]:
-        example["model"] = BIG_MODEL
+    for component in ("OpenAIChatRequest", "MessagesRequest"):
+        for example in raw["components"]["schemas"][component]["examples"]:
+            example["model"] = BIG_MODEL
     return raw
 
 
@@ -63,7 +64,7 @@ def test_no_server_errors_and_answers_match_the_schema(
         fuzz()
 
 
-@pytest.mark.parametrize("path", ["/chat/completions", "/v1/chat/completions"])
+@pytest.mark.parametrize("path", ["/chat/completions", "/v1/chat/completions", "/v1/messages"])
 def test_documented_examples_are_served_as_documented(
     gateway: GatewayProcess, served: dict[str, Any], path: str
 ) -> None:
