@@ -134,6 +134,7 @@ def to_chat(body: MessagesRequest) -> tuple[list[dict[str, Any]], TurnOptions]:
         "max_tokens": chat.pop("max_tokens", None),
         "temperature": chat.pop("temperature", None),
         "params": chat or None,
+        "history": True,
     }
     return messages, options
 

@@ -59,6 +59,7 @@ def turn_options(body: OpenAIChatRequest) -> TurnOptions:
         "temperature": body.temperature,
         "max_tokens": body.max_completion_tokens or body.max_tokens,
         "params": params or None,
+        "history": True,
     }
 
 

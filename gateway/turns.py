@@ -47,6 +47,8 @@ class TurnOptions(TypedDict, total=False):
     max_tokens: int | None
     strategy: StrategyName | None
     params: dict[str, Any] | None
+    history: bool
+    """The request is the caller's whole conversation (OpenAI and Anthropic routes)."""
 
 
 @dataclass(frozen=True)

@@ -99,11 +99,13 @@ class TokenManagementClient:
         temperature: float | None = None,
         max_tokens: int | None = None,
         params: dict[str, Any] | None = None,
+        history: bool = False,
     ) -> str:
         """Validate and enqueue a turn; returns its id at once.
 
         ``params`` carries further chat parameters for the provider call (``tools``,
-        ``tool_choice``, ``top_p``, ...), sent to the worker as they are.
+        ``tool_choice``, ``top_p``, ...), sent to the worker as they are. ``history`` says
+        ``messages`` is the whole conversation: an edit or a regenerate then opens a branch.
         """
         fields: dict[str, Any] = {
             "session_id": session_id,
@@ -113,6 +115,7 @@ class TokenManagementClient:
             "temperature": temperature,
             "max_tokens": max_tokens,
             "params": params,
+            "history": history,
         }
         if turn_id is not None:
             fields["turn_id"] = turn_id
@@ -137,6 +140,7 @@ class TokenManagementClient:
         max_tokens: int | None = None,
         strategy: StrategyName | str | None = None,
         params: dict[str, Any] | None = None,
+        history: bool = False,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> AsyncIterator[str]: ...
 
@@ -152,6 +156,7 @@ class TokenManagementClient:
         max_tokens: int | None = None,
         strategy: StrategyName | str | None = None,
         params: dict[str, Any] | None = None,
+        history: bool = False,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> dict[str, Any]: ...
 
@@ -166,6 +171,7 @@ class TokenManagementClient:
         max_tokens: int | None = None,
         strategy: StrategyName | str | None = None,
         params: dict[str, Any] | None = None,
+        history: bool = False,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> AsyncIterator[str] | dict[str, Any]:
         """Submit a turn and stream its reply text (``stream=True``) or return it whole.
@@ -186,6 +192,7 @@ class TokenManagementClient:
             temperature=temperature,
             max_tokens=max_tokens,
             params=params,
+            history=history,
         )
         if stream:
             return self._reply_text(session_id, turn_id, start, timeout)
