@@ -73,7 +73,8 @@ def load_litellm() -> ModuleType:
     return litellm
 
 
-def _api_key(spec: ModelSpec, settings: Settings) -> str | None:
+def api_key_for(spec: ModelSpec, settings: Settings) -> str | None:
+    """The spec's own key, else the provider's key from settings."""
     if spec.api_key:
         return spec.api_key
     secret = {
@@ -117,7 +118,7 @@ def _send(spec: ModelSpec, messages: list[Message], options: RequestOptions, **e
     }
     optional = {
         "api_base": spec.api_base,
-        "api_key": _api_key(spec, settings),
+        "api_key": api_key_for(spec, settings),
         "max_tokens": options.get("max_tokens"),
         "temperature": options.get("temperature"),
     }

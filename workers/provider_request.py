@@ -1,0 +1,189 @@
+"""Provider HTTP requests built by litellm's own per-provider config classes, without a call.
+
+``litellm.acompletion`` spends several milliseconds of CPU per call on logging objects, callback
+plumbing and its stream wrapper before any byte leaves. The request itself (URL, headers, body)
+comes from small per-provider pieces that this module calls directly: ``get_optional_params``
+maps OpenAI parameters to the provider's names, and the provider's config class supplies
+``validate_environment`` (auth headers), the URL and ``transform_request`` (the body). The
+result is byte-for-byte the request litellm sends itself (the tests compare them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tokenwindow.messages import Message
+from tokenwindow.models import ModelSpec
+from tokenwindow.settings import Settings
+from workers.llm import api_key_for, load_litellm
+
+Wire = Literal["openai", "anthropic", "gemini"]
+FAST_WIRES: frozenset[str] = frozenset(("openai", "anthropic", "gemini"))
+"""litellm providers whose streams this service reads itself; others go through litellm."""
+ANTHROPIC_TOOL_NAME_MAP = "_anthropic_tool_name_map"
+"""Where litellm's Anthropic transform leaves sanitized tool names (its
+``ANTHROPIC_TOOL_NAME_REVERSE_MAP_KEY``), for reading ``tool_use`` blocks back."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRequest:
+    """One ready-to-send streaming request and what is needed to read its answer."""
+
+    wire: Wire
+    provider: str
+    model: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    config: Any
+    """litellm's config object for the provider (its error class builds refusals)."""
+    tool_names: Mapping[str, str]
+    """Provider tool name -> the caller's, when litellm had to sanitize names."""
+
+
+def fast_wire(spec: ModelSpec, params: Mapping[str, Any]) -> Wire | None:
+    """The wire format this service parses itself for ``spec``, or None to let litellm stream.
+
+    Anthropic ``response_format`` is emulated by litellm with a hidden tool whose arguments it
+    turns back into text; that rewrite stays with litellm.
+    """
+    provider = spec.litellm_model.split("/", 1)[0]
+    if provider not in FAST_WIRES:
+        return None
+    if provider == "anthropic" and params.get("response_format") is not None:
+        return None
+    return provider  # type: ignore[return-value]
+
+
+def _optional_params(
+    model: str, provider: str, messages: list[Message], params: Mapping[str, Any]
+) -> dict[str, Any]:
+    litellm = load_litellm()
+    stream = {"stream": True}
+    if provider == "openai":
+        stream["stream_options"] = {"include_usage": True}  # type: ignore[assignment]
+    optional: dict[str, Any] = litellm.get_optional_params(
+        model=model, custom_llm_provider=provider, messages=messages, **params, **stream
+    )
+    return optional
+
+
+def _openai(
+    config: Any, model: str, base: str | None, key: str | None, messages: list[Message],
+    optional: dict[str, Any],
+) -> tuple[str, dict[str, str], dict[str, Any]]:  # fmt: skip
+    headers = config.validate_environment(
+        headers={}, model=model, messages=messages, optional_params=optional,
+        litellm_params={}, api_key=key, api_base=base,
+    )  # fmt: skip
+    url = config.get_complete_url(
+        api_base=base, api_key=key, model=model, optional_params=optional, litellm_params={},
+        stream=True,
+    )  # fmt: skip
+    body = config.transform_request(
+        model=model, messages=messages, optional_params=optional, litellm_params={},
+        headers=headers,
+    )  # fmt: skip
+    body.update(body.pop("extra_body", None) or {})  # the OpenAI SDK merges it the same way
+    return url, headers, body
+
+
+def _anthropic(
+    config: Any, model: str, base: str | None, key: str | None, messages: list[Message],
+    optional: dict[str, Any], litellm_params: dict[str, Any],
+) -> tuple[str, dict[str, str], dict[str, Any]]:  # fmt: skip
+    from litellm.anthropic_beta_gated_fields import strip_beta_gated_request_body
+    from litellm.anthropic_beta_headers_manager import update_request_with_filtered_beta
+    from litellm.litellm_core_utils.url_utils import ensure_api_route
+
+    url = ensure_api_route(base or "https://api.anthropic.com", "v1/messages")
+    optional.pop("stream", None)
+    headers = config.validate_environment(
+        headers={}, model=model, messages=messages,
+        optional_params={**optional, "is_vertex_request": False},
+        litellm_params=litellm_params, api_key=key, api_base=url,
+    )  # fmt: skip
+    body = config.transform_request(
+        model=model, messages=messages, optional_params={**optional, "is_vertex_request": False},
+        litellm_params=litellm_params, headers=headers,
+    )  # fmt: skip
+    headers, body = update_request_with_filtered_beta(
+        headers=headers, request_data=body, provider="anthropic", api_base=url
+    )
+    body = dict(
+        strip_beta_gated_request_body(
+            body, headers, drop_params=None, model=model, provider="anthropic"
+        )
+    )
+    body["stream"] = True
+    return url, headers, body
+
+
+def _gemini(
+    config: Any, model: str, base: str | None, key: str | None, messages: list[Message],
+    optional: dict[str, Any],
+) -> tuple[str, dict[str, str], dict[str, Any]]:  # fmt: skip
+    from litellm.llms.vertex_ai.gemini.transformation import sync_transform_request_body
+    from litellm.llms.vertex_ai.vertex_llm_base import VertexBase
+
+    auth, url = VertexBase()._get_token_and_url(
+        model=model, auth_header=None, gemini_api_key=key, vertex_project=None,
+        vertex_location=None, vertex_credentials=None, stream=True,
+        custom_llm_provider="gemini", api_base=base,
+    )  # fmt: skip
+    optional.pop("stream", None)
+    headers = config.validate_environment(
+        api_key=auth, headers=None, model=model, messages=messages, optional_params=optional,
+        litellm_params={},
+    )  # fmt: skip
+    body = sync_transform_request_body(
+        gemini_api_key=key, messages=messages, api_base=base, model=model, client=None,
+        timeout=None, extra_headers=None, optional_params=optional, logging_obj=None,
+        custom_llm_provider="gemini", litellm_params={}, vertex_project=None,
+        vertex_location=None, vertex_auth_header=None,
+    )  # fmt: skip
+    return url, headers, dict(body)
+
+
+def build_request(
+    wire: Wire,
+    spec: ModelSpec,
+    messages: list[Message],
+    params: Mapping[str, Any],
+    settings: Settings,
+) -> ProviderRequest:
+    """The streaming request litellm would send for this call (URL, headers, JSON body)."""
+    from litellm.types.utils import LlmProviders
+    from litellm.utils import ProviderConfigManager
+
+    litellm = load_litellm()
+    model, provider, _, base = litellm.get_llm_provider(
+        model=spec.litellm_model, api_base=spec.api_base
+    )
+    config = ProviderConfigManager.get_provider_chat_config(
+        model=model, provider=LlmProviders(provider)
+    )
+    key = api_key_for(spec, settings)
+    sent = [dict(m) for m in messages]  # litellm's transforms edit messages in place
+    optional = _optional_params(model, provider, sent, params)  # type: ignore[arg-type]
+    litellm_params: dict[str, Any] = {}
+    if wire == "openai":
+        url, headers, body = _openai(config, model, base, key, sent, optional)  # type: ignore[arg-type]
+    elif wire == "anthropic":
+        url, headers, body = _anthropic(config, model, base, key, sent, optional, litellm_params)  # type: ignore[arg-type]
+    else:
+        url, headers, body = _gemini(config, model, base, key, sent, optional)  # type: ignore[arg-type]
+    names = litellm_params.get(ANTHROPIC_TOOL_NAME_MAP) or {}
+    return ProviderRequest(
+        wire=wire,
+        provider=provider,
+        model=model,
+        url=url,
+        headers={str(k): str(v) for k, v in headers.items()},
+        body=json.dumps(body).encode(),
+        config=config,
+        tool_names=dict(names),
+    )

@@ -1,0 +1,328 @@
+"""Streamed completions for an asyncio event loop serving hundreds of streams at once.
+
+``open_stream`` sends the request litellm would send (built by ``workers.provider_request``
+from litellm's per-provider configs) on one shared ``httpx.AsyncClient`` per event loop, and
+reads the SSE answer with ``workers.provider_chunks``: about a tenth of litellm's CPU per chunk
+(``python -m bench chunk_cost``). Providers without a fast reader (custom providers, the
+built-in offline model, Anthropic with ``response_format``) stream through
+``litellm.acompletion`` behind the same interface. Either way every failure is one of
+``tokenwindow.errors``' provider errors, mapped by ``workers.llm.map_error`` exactly as for
+litellm's own calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import httpx
+
+from tokenwindow.errors import ProviderError, ProviderTimeoutError, ProviderUnavailableError
+from tokenwindow.messages import Message
+from tokenwindow.models import ModelSpec
+from tokenwindow.settings import Settings
+from workers.llm import CompletionUsage, api_key_for, load_litellm, map_error
+from workers.provider_chunks import READERS, ChunkReader, normalise_finish
+from workers.provider_request import ProviderRequest, build_request, fast_wire
+from workers.stream_deltas import StreamDelta, ToolCallDelta
+
+__all__ = ["ProviderStream", "StreamDelta", "ToolCallDelta", "open_stream", "shared_client"]
+
+MAX_CONNECTIONS = 2_000
+"""Each stream holds one HTTP/1.1 connection; the pool must never be what limits a worker."""
+MAX_KEEPALIVE = 500
+KEEPALIVE_SECONDS = 30.0
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def shared_client() -> httpx.AsyncClient:
+    """The running loop's client (connection pools cannot cross event loops).
+
+    Timeouts are set per request from settings, so one client serves every model.
+    """
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None or client.is_closed:
+        client = httpx.AsyncClient(
+            limits=httpx.Limits(
+                max_connections=MAX_CONNECTIONS,
+                max_keepalive_connections=MAX_KEEPALIVE,
+                keepalive_expiry=KEEPALIVE_SECONDS,
+            ),
+            timeout=None,
+        )
+        _clients[loop] = client
+    return client
+
+
+def _timeout(settings: Settings) -> httpx.Timeout:
+    """Connect and every read bounded by ``provider_timeout_seconds``: a stalled stream fails."""
+    seconds = settings.provider_timeout_seconds
+    return httpx.Timeout(seconds, pool=None)
+
+
+class ProviderStream:
+    """The deltas of one streamed reply; ``finish_reason`` and ``usage`` are set by the end.
+
+    A stream that breaks mid-way raises a retryable ``ProviderUnavailableError``; one that
+    stalls past the timeout raises ``ProviderTimeoutError``.
+    """
+
+    finish_reason: str | None = None
+    usage: CompletionUsage | None = None
+
+    def __aiter__(self) -> ProviderStream:
+        return self
+
+    async def __anext__(self) -> StreamDelta:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release the connection; safe to call twice and after the end."""
+
+
+# --- the fast path -------------------------------------------------------------------------
+class _SSEStream(ProviderStream):
+    """Reads SSE ``data:`` payloads off the response and feeds them to a chunk reader."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        messages: list[Message],
+        response: httpx.Response,
+        reader: ChunkReader,
+    ) -> None:
+        self._spec = spec
+        self._messages = messages
+        self._response = response
+        self._bytes = response.aiter_bytes()
+        self._reader = reader
+        self._tail = b""
+        self._lines: list[bytes] = []
+        self._line = 0
+        self._data: list[bytes] = []
+        self._ended = False
+        self._saw_tool_calls = False
+
+    async def __anext__(self) -> StreamDelta:
+        reader = self._reader
+        try:
+            while True:
+                event = await self._next_event()
+                if event is None:
+                    break
+                delta = reader.feed(event)
+                if delta is not None:
+                    if delta.tool_calls:
+                        self._saw_tool_calls = True
+                    return delta
+        except ProviderError:
+            await self.aclose()
+            raise
+        except httpx.TimeoutException:
+            await self.aclose()
+            raise ProviderTimeoutError(f"{self._spec.name}: stream stalled past the timeout")
+        except httpx.TransportError:
+            await self.aclose()
+            raise ProviderUnavailableError(f"{self._spec.name}: stream broke before it finished")
+        except Exception as exc:  # a litellm provider error raised for an error event
+            await self.aclose()
+            raise _mapped(exc, self._spec, self._messages) from None
+        await self.aclose()
+        if reader.raw_finish is None:
+            raise ProviderUnavailableError(f"{self._spec.name}: stream broke before it finished")
+        reader.finish()
+        self.usage = reader.usage
+        self.finish_reason = normalise_finish(
+            reader.raw_finish, saw_tool_calls=self._saw_tool_calls
+        )
+        raise StopAsyncIteration
+
+    async def _next_event(self) -> dict[str, Any] | None:
+        """The next ``data:`` payload as JSON; None at the end (SSE split on CR/LF only)."""
+        while True:
+            lines = self._lines
+            while self._line < len(lines):
+                line = lines[self._line]
+                self._line += 1
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if line:
+                    if line.startswith(b"data:"):
+                        self._data.append(line[5:].lstrip(b" "))
+                    continue
+                if not self._data:
+                    continue
+                payload = b"\n".join(self._data) if len(self._data) > 1 else self._data[0]
+                self._data = []
+                if payload == b"[DONE]":
+                    return None
+                event: dict[str, Any] = json.loads(payload)
+                return event
+            if self._ended or self._reader.done:
+                return None
+            try:
+                chunk = await self._bytes.__anext__()
+            except StopAsyncIteration:
+                self._ended = True
+                chunk = b"\n\n"  # a last event without its blank line still counts
+            lines = (self._tail + chunk).split(b"\n")
+            self._tail = lines.pop()
+            self._lines = lines
+            self._line = 0
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+def _mapped(exc: BaseException, spec: ModelSpec, messages: list[Message]) -> ProviderError:
+    """litellm's classification of a provider error, then ours (as for litellm's calls)."""
+    from litellm.litellm_core_utils.exception_mapping_utils import exception_type
+
+    try:
+        classified = exception_type(
+            model=spec.litellm_model.split("/", 1)[-1],
+            original_exception=exc,
+            custom_llm_provider=spec.litellm_model.split("/", 1)[0],
+        )
+    except Exception as raised:
+        classified = raised
+    return map_error(classified, spec, messages)
+
+
+async def _refusal(request: ProviderRequest, response: httpx.Response) -> Exception:
+    body = await response.aread()
+    await response.aclose()
+    return request.config.get_error_class(  # type: ignore[no-any-return]
+        error_message=body.decode(errors="replace"),
+        status_code=response.status_code,
+        headers=response.headers,
+    )
+
+
+async def _open_fast(
+    request: ProviderRequest, spec: ModelSpec, messages: list[Message], settings: Settings
+) -> ProviderStream:
+    client = shared_client()
+    sent = client.build_request(
+        "POST", request.url, headers=request.headers, content=request.body,
+        timeout=_timeout(settings),
+    )  # fmt: skip
+    try:
+        response = await client.send(sent, stream=True)
+    except httpx.HTTPError as exc:
+        raise map_error(exc, spec, messages) from None
+    if response.status_code >= 400:
+        try:
+            refusal = await _refusal(request, response)
+        except httpx.HTTPError as exc:
+            raise map_error(exc, spec, messages) from None
+        raise _mapped(refusal, spec, messages)
+    reader = READERS[request.wire](request.config, request.tool_names)
+    return _SSEStream(spec, messages, response, reader)
+
+
+# --- litellm's own path, for providers without a fast reader -------------------------------
+class _LiteLLMStream(ProviderStream):
+    """``litellm.acompletion(stream=True)`` chunks as deltas."""
+
+    def __init__(self, spec: ModelSpec, messages: list[Message], chunks: Any) -> None:
+        self._spec = spec
+        self._messages = messages
+        self._chunks: AsyncIterator[Any] = chunks.__aiter__()
+        self._wrapper = chunks
+        self._saw_tool_calls = False
+        self._raw_finish: str | None = None
+
+    async def __anext__(self) -> StreamDelta:
+        while True:
+            try:
+                chunk = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                self.finish_reason = normalise_finish(
+                    self._raw_finish, saw_tool_calls=self._saw_tool_calls
+                )
+                raise
+            except Exception as exc:
+                raise map_error(exc, self._spec, self._messages) from None
+            usage = getattr(chunk, "usage", None)
+            if usage is not None:
+                self.usage = CompletionUsage(usage.prompt_tokens, usage.completion_tokens)
+            if not chunk.choices:
+                continue
+            choice = chunk.choices[0]
+            self._raw_finish = choice.finish_reason or self._raw_finish
+            text = choice.delta.content or ""
+            calls = tuple(
+                ToolCallDelta(
+                    call.index or 0,
+                    call.id,
+                    call.function.name if call.function else None,
+                    (call.function.arguments if call.function else None) or "",
+                )
+                for call in choice.delta.tool_calls or ()
+            )
+            if calls:
+                self._saw_tool_calls = True
+            if text or calls:
+                return StreamDelta(str(text), calls)
+
+    async def aclose(self) -> None:
+        close = getattr(self._wrapper, "aclose", None)
+        if close is not None:
+            try:
+                await close()
+            except Exception:  # closing a stream that already failed must not mask its error
+                return
+
+
+async def _open_litellm(
+    spec: ModelSpec, messages: list[Message], params: Mapping[str, Any], settings: Settings
+) -> ProviderStream:
+    litellm = load_litellm()
+    request: dict[str, Any] = {
+        "model": spec.litellm_model,
+        "messages": messages,
+        "timeout": settings.provider_timeout_seconds,
+        "num_retries": 0,
+        "max_retries": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **params,
+    }
+    if spec.api_base:
+        request["api_base"] = spec.api_base
+    key = api_key_for(spec, settings)
+    if key:
+        request["api_key"] = key
+    try:
+        chunks = await litellm.acompletion(**request)
+    except Exception as exc:
+        raise map_error(exc, spec, messages) from None
+    return _LiteLLMStream(spec, messages, chunks)
+
+
+async def open_stream(
+    spec: ModelSpec,
+    messages: list[Message],
+    params: Mapping[str, Any],
+    *,
+    settings: Settings,
+) -> ProviderStream:
+    """Send the request now and return its stream; a refusal (401, 429, 5xx, context
+    length) raises here, before the first delta. ``params`` are OpenAI chat parameters
+    already checked by ``tokenwindow.params.check_chat_params``."""
+    wire = fast_wire(spec, params)
+    if wire is None:
+        return await _open_litellm(spec, messages, params, settings)
+    try:
+        request = build_request(wire, spec, messages, params, settings)
+    except Exception as exc:
+        raise map_error(exc, spec, messages) from None
+    return await _open_fast(request, spec, messages, settings)
