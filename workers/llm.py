@@ -57,6 +57,8 @@ class Completion:
     text: str
     finish_reason: str | None
     usage: CompletionUsage | None
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    """OpenAI-shaped ``{"id", "type", "function": {"name", "arguments"}}`` calls."""
 
 
 # --- litellm, loaded once --------------------------------------------------------------------
@@ -93,6 +95,8 @@ class RequestOptions(TypedDict, total=False):
     temperature: float | None
     timeout: float | None
     settings: Settings | None
+    params: Mapping[str, Any] | None
+    """Further OpenAI chat parameters, checked by ``tokenwindow.params.check_chat_params``."""
 
 
 @functools.cache
@@ -123,6 +127,7 @@ def _send(spec: ModelSpec, messages: list[Message], options: RequestOptions, **e
         "temperature": options.get("temperature"),
     }
     request.update({k: v for k, v in optional.items() if v is not None})
+    request.update(options.get("params") or {})
     if extra.get("stream") and spec.litellm_model.startswith("gemini/"):
         request["client"] = _gemini_stream_client(request["timeout"])
     try:
@@ -182,10 +187,19 @@ def generate(
     response = _send(spec, messages, options)
     choice = response.choices[0]
     usage = getattr(response, "usage", None)
+    calls = tuple(
+        {
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.function.name, "arguments": call.function.arguments},
+        }
+        for call in choice.message.tool_calls or ()
+    )
     return Completion(
         text=str(choice.message.content or ""),
         finish_reason=choice.finish_reason,
         usage=CompletionUsage(usage.prompt_tokens, usage.completion_tokens) if usage else None,
+        tool_calls=calls,
     )
 
 

@@ -29,7 +29,14 @@ from workers.provider_chunks import READERS, ChunkReader, normalise_finish
 from workers.provider_request import ProviderRequest, build_request, fast_wire
 from workers.stream_deltas import StreamDelta, ToolCallDelta
 
-__all__ = ["ProviderStream", "StreamDelta", "ToolCallDelta", "open_stream", "shared_client"]
+__all__ = [
+    "ProviderStream",
+    "StreamDelta",
+    "ToolCallDelta",
+    "open_litellm_stream",
+    "open_stream",
+    "shared_client",
+]
 
 MAX_CONNECTIONS = 2_000
 """Each stream holds one HTTP/1.1 connection; the pool must never be what limits a worker."""
@@ -282,9 +289,11 @@ class _LiteLLMStream(ProviderStream):
                 return
 
 
-async def _open_litellm(
+async def open_litellm_stream(
     spec: ModelSpec, messages: list[Message], params: Mapping[str, Any], settings: Settings
 ) -> ProviderStream:
+    """The same stream read through ``litellm.acompletion``: for providers without a fast
+    reader, and as the reference the fast path is checked against."""
     litellm = load_litellm()
     request: dict[str, Any] = {
         "model": spec.litellm_model,
@@ -320,7 +329,7 @@ async def open_stream(
     already checked by ``tokenwindow.params.check_chat_params``."""
     wire = fast_wire(spec, params)
     if wire is None:
-        return await _open_litellm(spec, messages, params, settings)
+        return await open_litellm_stream(spec, messages, params, settings)
     try:
         request = build_request(wire, spec, messages, params, settings)
     except Exception as exc:

@@ -6,6 +6,7 @@ or from another process (``POST /_control``) with identical semantics.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections import deque
@@ -61,6 +62,38 @@ class Fault:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One tool call a scripted reply makes; ``id`` is made up per wire format when None."""
+
+    name: str
+    arguments: dict[str, Any]
+    id: str | None = None
+
+    @property
+    def arguments_json(self) -> str:
+        return json.dumps(self.arguments)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A scripted reply: text, tool calls, or both (text first, as the real APIs send it)."""
+
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: str | dict[str, Any]) -> Reply:
+        """A ``/_control`` reply: a string, or ``{"text", "tool_calls": [{name, arguments}]}``."""
+        if isinstance(data, str):
+            return cls(data)
+        calls = tuple(ToolCall(**call) for call in data.get("tool_calls", []))
+        return cls(str(data.get("text", "")), calls)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text, "tool_calls": [asdict(c) for c in self.tool_calls]}
+
+
+@dataclass(frozen=True)
 class RecordedRequest:
     """What one request carried, for assertions such as "nothing sent exceeded the window"."""
 
@@ -72,6 +105,10 @@ class RecordedRequest:
     prompt_tokens: int
     api_key: str | None
     body: dict[str, Any] = field(repr=False)
+    tools: list[dict[str, Any]] | None = None
+    """The request's tool schemas in the provider's own shape."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Every other request field (sampling, tool choice, stop, ...) in the provider's shape."""
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -105,7 +142,7 @@ class Behaviour:
         self.context_limit = context_limit
         self.token_delay = token_delay
         self._faults: deque[Fault] = deque()
-        self._replies: deque[str] = deque()
+        self._replies: deque[Reply] = deque()
         self._requests: list[RecordedRequest] = []
 
     def configure(
@@ -127,10 +164,14 @@ class Behaviour:
         with self._lock:
             self._faults.extend(faults)
 
-    def queue_replies(self, *texts: str) -> None:
+    def queue_replies(self, *replies: str | Reply) -> None:
         """Queue canned replies; when the queue is empty the default reply is used."""
         with self._lock:
-            self._replies.extend(texts)
+            self._replies.extend(Reply(r) if isinstance(r, str) else r for r in replies)
+
+    def queue_tool_calls(self, *calls: ToolCall, text: str = "") -> None:
+        """Queue one reply that calls ``calls`` (several make parallel calls)."""
+        self.queue_replies(Reply(text, calls))
 
     def reset(self) -> None:
         """Forget faults, replies, limits, delays and recorded requests."""
@@ -155,11 +196,11 @@ class Behaviour:
         with self._lock:
             return self._faults.popleft() if self._faults else None
 
-    def next_reply(self, messages: list[dict[str, Any]]) -> str:
+    def next_reply(self, messages: list[dict[str, Any]]) -> Reply:
         with self._lock:
             if self._replies:
                 return self._replies.popleft()
-        return default_reply(messages)
+        return Reply(default_reply(messages))
 
     def record(self, request: RecordedRequest) -> None:
         with self._lock:
@@ -176,7 +217,8 @@ class Behaviour:
         }
 
     def control(self, command: dict[str, Any]) -> None:
-        """Apply a ``POST /_control`` body: ``reset``, ``faults``, ``replies``, limits."""
+        """Apply a ``POST /_control`` body: ``reset``, ``faults``, ``replies`` (strings or
+        ``Reply.from_json`` objects, which script tool calls), limits."""
         if command.get("reset"):
             self.reset()
         if "context_limit" in command or "token_delay" in command:
@@ -187,7 +229,7 @@ class Behaviour:
                 unlimited="context_limit" in command and limit is None,
             )
         self.inject(*(Fault.from_json(f) for f in command.get("faults", [])))
-        self.queue_replies(*command.get("replies", []))
+        self.queue_replies(*(Reply.from_json(r) for r in command.get("replies", [])))
 
 
 def count_prompt(messages: list[dict[str, Any]]) -> int:
@@ -197,6 +239,11 @@ def count_prompt(messages: list[dict[str, Any]]) -> int:
 
 def count_text(text: str) -> int:
     return counter_for_encoding(ENCODING).count_text(text)
+
+
+def split_arguments(text: str, size: int = 7) -> list[str]:
+    """Argument fragments as providers stream them: short runs that cut through tokens."""
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
 def truncate_reply(text: str, max_tokens: int | None) -> tuple[list[str], str]:

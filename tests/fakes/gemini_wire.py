@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.fakes.wire import Frame, ParsedRequest, Usage
+from tests.fakes.behaviour import ToolCall
+from tests.fakes.wire import Frame, ParsedRequest, Usage, other_fields
 
 RETRY_AFTER_IN_BODY = True
 """The server puts a fault's ``retry_after`` into the body instead of a header."""
@@ -47,7 +48,8 @@ ERRORS: dict[int, tuple[str, str]] = {
     504: ("DEADLINE_EXCEEDED", "The request timed out. Please try again."),
 }
 ROLES = {"user": "user", "model": "assistant"}
-FINISH_REASONS = {"stop": "STOP", "length": "MAX_TOKENS"}
+FINISH_REASONS = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP"}
+"""Gemini has no tool-call finish reason: a reply that calls functions stops with STOP."""
 
 
 def _field(data: dict[str, Any], camel: str, snake: str) -> Any:
@@ -75,6 +77,8 @@ def parse(body: dict[str, Any], model: str, *, stream: bool) -> ParsedRequest:
         messages=messages,
         stream=stream,
         max_tokens=_field(config, "maxOutputTokens", "max_output_tokens"),
+        tools=body.get("tools"),
+        params=other_fields(body, "contents", "systemInstruction", "system_instruction"),
     )
 
 
@@ -106,8 +110,16 @@ def _usage(usage: Usage, *, completion: int | None) -> dict[str, Any]:
     return data
 
 
-def _body(request_id: str, text: str, finish: str | None, usage: dict[str, Any]) -> dict[str, Any]:
-    candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}}
+def _body(
+    request_id: str,
+    text: str,
+    finish: str | None,
+    usage: dict[str, Any],
+    calls: tuple[ToolCall, ...] = (),
+) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [{"text": text}] if text or not calls else []
+    parts += [{"functionCall": {"name": c.name, "args": c.arguments}} for c in calls]
+    candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}}
     if finish is not None:
         candidate["finishReason"] = FINISH_REASONS[finish]
     candidate["index"] = 0
@@ -119,8 +131,10 @@ def _body(request_id: str, text: str, finish: str | None, usage: dict[str, Any])
     }
 
 
-def response(request_id: str, model: str, text: str, finish: str, usage: Usage) -> dict[str, Any]:
-    return _body(request_id, text, finish, _usage(usage, completion=usage.completion_tokens))
+def response(
+    request_id: str, model: str, text: str, finish: str, usage: Usage, calls: tuple[ToolCall, ...]
+) -> dict[str, Any]:
+    return _body(request_id, text, finish, _usage(usage, completion=usage.completion_tokens), calls)
 
 
 def stream(
@@ -129,8 +143,11 @@ def stream(
     pieces: list[str],
     finish: str,
     usage: Usage,
+    calls: tuple[ToolCall, ...],
 ) -> list[Frame]:
     """One ``GenerateContentResponse`` per piece, then the finish reason with the full usage.
+
+    Function calls come whole, all of a reply's parallel calls as parts of one event.
 
     Like the real API, every event carries ``usageMetadata`` (prompt tokens from the first
     event) and events are separated by CRLF pairs.
@@ -143,6 +160,9 @@ def stream(
         Frame(event(_body(request_id, p, None, _usage(usage, completion=None))), text=True)
         for p in pieces
     ]
+    if calls:
+        partial = _usage(usage, completion=None)
+        frames.append(Frame(event(_body(request_id, "", None, partial, calls)), text=True))
     final = _usage(usage, completion=usage.completion_tokens)
     frames.append(Frame(event(_body(request_id, "", finish, final))))
     return frames

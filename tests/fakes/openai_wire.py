@@ -10,7 +10,8 @@ import json
 import time
 from typing import Any
 
-from tests.fakes.wire import Frame, ParsedRequest, Usage
+from tests.fakes.behaviour import ToolCall, split_arguments
+from tests.fakes.wire import Frame, ParsedRequest, Usage, other_fields
 
 ERRORS: dict[int, tuple[str, str | None, str]] = {
     401: (
@@ -48,6 +49,8 @@ def parse(body: dict[str, Any]) -> ParsedRequest:
         stream=bool(body.get("stream")),
         max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
         include_usage=bool(options.get("include_usage")),
+        tools=body.get("tools"),
+        params=other_fields(body, "model", "messages", "stream", "stream_options"),
     )
 
 
@@ -76,7 +79,23 @@ def _usage(usage: Usage) -> dict[str, int]:
     }
 
 
-def response(request_id: str, model: str, text: str, finish: str, usage: Usage) -> dict[str, Any]:
+def _call_id(request_id: str, index: int, call: ToolCall) -> str:
+    return call.id or f"call_{request_id}_{index}"
+
+
+def response(
+    request_id: str, model: str, text: str, finish: str, usage: Usage, calls: tuple[ToolCall, ...]
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}
+    if calls:
+        message["tool_calls"] = [
+            {
+                "id": _call_id(request_id, i, call),
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments_json},
+            }
+            for i, call in enumerate(calls)
+        ]
     return {
         "id": f"chatcmpl-{request_id}",
         "object": "chat.completion",
@@ -86,7 +105,7 @@ def response(request_id: str, model: str, text: str, finish: str, usage: Usage) 
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": finish,
             }
@@ -101,8 +120,13 @@ def stream(
     pieces: list[str],
     finish: str,
     usage: Usage,
+    calls: tuple[ToolCall, ...],
 ) -> list[Frame]:
-    """``chat.completion.chunk`` events, the usage chunk when asked for, then ``[DONE]``."""
+    """``chat.completion.chunk`` events, the usage chunk when asked for, then ``[DONE]``.
+
+    Tool calls follow the text one after another, as OpenAI sends parallel calls: a first
+    delta with the call's ``id`` and ``name``, then its ``arguments`` in fragments.
+    """
     created = int(time.time())
 
     def chunk(delta: dict[str, Any], finish_reason: str | None) -> bytes:
@@ -122,6 +146,18 @@ def stream(
 
     frames = [Frame(chunk({"role": "assistant", "content": "", "refusal": None}, None))]
     frames += [Frame(chunk({"content": piece}, None), text=True) for piece in pieces]
+    for i, call in enumerate(calls):
+        first = {
+            "index": i,
+            "id": _call_id(request_id, i, call),
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
+        frames.append(Frame(chunk({"tool_calls": [first]}, None), text=True))
+        frames += [
+            Frame(chunk({"tool_calls": [{"index": i, "function": {"arguments": part}}]}, None), True)
+            for part in split_arguments(call.arguments_json)
+        ]
     frames.append(Frame(chunk({}, finish)))
     if request.include_usage:
         last = {

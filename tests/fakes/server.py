@@ -29,6 +29,8 @@ from tests.fakes.behaviour import (
     Behaviour,
     Fault,
     RecordedRequest,
+    Reply,
+    ToolCall,
     count_prompt,
     count_text,
     truncate_reply,
@@ -133,6 +135,8 @@ class _Handler(BaseHTTPRequestHandler):
                 prompt_tokens=prompt_tokens,
                 api_key=_api_key(self.headers, self.path),
                 body=body,
+                tools=request.tools,
+                params=request.params,
             )
         )
         fault = behaviour.next_fault()
@@ -154,15 +158,19 @@ class _Handler(BaseHTTPRequestHandler):
         if limit is not None and prompt_tokens > limit:
             self._send_json(400, wire.context_error_body(limit, prompt_tokens))
             return
-        text = behaviour.next_reply(request.messages)
-        pieces, finish = truncate_reply(text, request.max_tokens)
+        scripted = behaviour.next_reply(request.messages)
+        pieces, finish = truncate_reply(scripted.text, request.max_tokens)
+        calls = scripted.tool_calls if finish == "stop" else ()
+        if calls:
+            finish = "tool_calls"
         reply = "".join(pieces)
-        usage = Usage(prompt_tokens, count_text(reply))
+        usage = Usage(prompt_tokens, count_text(reply + "".join(c.arguments_json for c in calls)))
         request_id = f"fake{next(self.ids)}"
         if request.stream:
-            self._stream(wire.stream(request_id, request, pieces, finish, usage), fault)
+            frames = wire.stream(request_id, request, pieces, finish, usage, calls)
+            self._stream(frames, fault)
         else:
-            payload = wire.response(request_id, request.model, reply, finish, usage)
+            payload = wire.response(request_id, request.model, reply, finish, usage, calls)
             self._respond(payload, fault)
 
     def _respond(self, payload: dict[str, Any], fault: Fault | None) -> None:
@@ -206,6 +214,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024
+    """Hundreds of streams connect at once in the load tests; the default backlog is 5."""
     block_on_close = False
     behaviour: Behaviour
     stopping: threading.Event
@@ -283,8 +293,11 @@ class FakeProviderServer:
     def inject(self, *faults: Fault) -> None:
         self.behaviour.inject(*faults)
 
-    def queue_replies(self, *texts: str) -> None:
-        self.behaviour.queue_replies(*texts)
+    def queue_replies(self, *replies: str | Reply) -> None:
+        self.behaviour.queue_replies(*replies)
+
+    def queue_tool_calls(self, *calls: ToolCall, text: str = "") -> None:
+        self.behaviour.queue_tool_calls(*calls, text=text)
 
     def configure(self, **options: Any) -> None:
         self.behaviour.configure(**options)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -16,6 +16,14 @@ class ParsedRequest:
     stream: bool
     max_tokens: int | None
     include_usage: bool = False
+    tools: list[dict[str, Any]] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    """Every field besides messages, model and streaming switches, as the provider got it."""
+
+
+def other_fields(body: dict[str, Any], *handled: str) -> dict[str, Any]:
+    """``body`` without the fields the fake interprets itself."""
+    return {k: v for k, v in body.items() if k not in handled and k != "tools"}
 
 
 @dataclass(frozen=True)
