@@ -11,9 +11,9 @@ result is byte-for-byte the request litellm sends itself (the tests compare them
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
 
 from tokenwindow.messages import Message
 from tokenwindow.models import ModelSpec
@@ -62,90 +62,117 @@ def _optional_params(
     model: str, provider: str, messages: list[Message], params: Mapping[str, Any]
 ) -> dict[str, Any]:
     litellm = load_litellm()
-    stream = {"stream": True}
+    stream: dict[str, Any] = {"stream": True}
     if provider == "openai":
-        stream["stream_options"] = {"include_usage": True}  # type: ignore[assignment]
+        stream["stream_options"] = {"include_usage": True}
     optional: dict[str, Any] = litellm.get_optional_params(
         model=model, custom_llm_provider=provider, messages=messages, **params, **stream
     )
     return optional
 
 
-def _openai(
-    config: Any, model: str, base: str | None, key: str | None, messages: list[Message],
-    optional: dict[str, Any],
-) -> tuple[str, dict[str, str], dict[str, Any]]:  # fmt: skip
+@dataclass
+class _Call:
+    """What every provider's request builder reads (litellm edits ``messages`` in place)."""
+
+    config: Any
+    model: str
+    base: str | None
+    key: str | None
+    messages: list[Any]
+    optional: dict[str, Any]
+    litellm_params: dict[str, Any] = field(default_factory=dict)
+
+    def common(self) -> dict[str, Any]:
+        return {"model": self.model, "messages": self.messages, "litellm_params": {}}
+
+
+Built = tuple[str, Mapping[str, Any], Mapping[str, Any]]
+"""URL, headers, JSON body."""
+
+
+def _openai(call: _Call) -> Built:
+    config, optional = call.config, call.optional
     headers = config.validate_environment(
-        headers={}, model=model, messages=messages, optional_params=optional,
-        litellm_params={}, api_key=key, api_base=base,
-    )  # fmt: skip
+        headers={}, optional_params=optional, api_key=call.key, api_base=call.base, **call.common()
+    )
     url = config.get_complete_url(
-        api_base=base, api_key=key, model=model, optional_params=optional, litellm_params={},
+        api_base=call.base,
+        api_key=call.key,
+        model=call.model,
+        optional_params=optional,
+        litellm_params={},
         stream=True,
-    )  # fmt: skip
-    body = config.transform_request(
-        model=model, messages=messages, optional_params=optional, litellm_params={},
-        headers=headers,
-    )  # fmt: skip
+    )
+    body = config.transform_request(optional_params=optional, headers=headers, **call.common())
     body.update(body.pop("extra_body", None) or {})  # the OpenAI SDK merges it the same way
     return url, headers, body
 
 
-def _anthropic(
-    config: Any, model: str, base: str | None, key: str | None, messages: list[Message],
-    optional: dict[str, Any], litellm_params: dict[str, Any],
-) -> tuple[str, dict[str, str], dict[str, Any]]:  # fmt: skip
+def _anthropic(call: _Call) -> Built:
     from litellm.anthropic_beta_gated_fields import strip_beta_gated_request_body
     from litellm.anthropic_beta_headers_manager import update_request_with_filtered_beta
     from litellm.litellm_core_utils.url_utils import ensure_api_route
 
-    url = ensure_api_route(base or "https://api.anthropic.com", "v1/messages")
-    optional.pop("stream", None)
-    headers = config.validate_environment(
-        headers={}, model=model, messages=messages,
-        optional_params={**optional, "is_vertex_request": False},
-        litellm_params=litellm_params, api_key=key, api_base=url,
-    )  # fmt: skip
-    body = config.transform_request(
-        model=model, messages=messages, optional_params={**optional, "is_vertex_request": False},
-        litellm_params=litellm_params, headers=headers,
-    )  # fmt: skip
+    url = ensure_api_route(call.base or "https://api.anthropic.com", "v1/messages")
+    call.optional.pop("stream", None)
+    optional = {**call.optional, "is_vertex_request": False}
+    shared = {**call.common(), "litellm_params": call.litellm_params}
+    headers = call.config.validate_environment(
+        headers={}, optional_params=optional, api_key=call.key, api_base=url, **shared
+    )
+    body = call.config.transform_request(optional_params=optional, headers=headers, **shared)
     headers, body = update_request_with_filtered_beta(
         headers=headers, request_data=body, provider="anthropic", api_base=url
     )
-    body = dict(
-        strip_beta_gated_request_body(
-            body, headers, drop_params=None, model=model, provider="anthropic"
-        )
+    gated = strip_beta_gated_request_body(
+        body, headers, drop_params=None, model=call.model, provider="anthropic"
     )
-    body["stream"] = True
-    return url, headers, body
+    return url, headers, {**gated, "stream": True}
 
 
-def _gemini(
-    config: Any, model: str, base: str | None, key: str | None, messages: list[Message],
-    optional: dict[str, Any],
-) -> tuple[str, dict[str, str], dict[str, Any]]:  # fmt: skip
+def _gemini(call: _Call) -> Built:
     from litellm.llms.vertex_ai.gemini.transformation import sync_transform_request_body
     from litellm.llms.vertex_ai.vertex_llm_base import VertexBase
 
     auth, url = VertexBase()._get_token_and_url(
-        model=model, auth_header=None, gemini_api_key=key, vertex_project=None,
-        vertex_location=None, vertex_credentials=None, stream=True,
-        custom_llm_provider="gemini", api_base=base,
-    )  # fmt: skip
-    optional.pop("stream", None)
-    headers = config.validate_environment(
-        api_key=auth, headers=None, model=model, messages=messages, optional_params=optional,
-        litellm_params={},
-    )  # fmt: skip
+        model=call.model,
+        auth_header=None,
+        gemini_api_key=call.key,
+        vertex_project=None,
+        vertex_location=None,
+        vertex_credentials=None,
+        stream=True,
+        custom_llm_provider="gemini",
+        api_base=call.base,
+    )
+    call.optional.pop("stream", None)
+    headers = call.config.validate_environment(
+        api_key=auth, headers=None, optional_params=call.optional, **call.common()
+    )
     body = sync_transform_request_body(
-        gemini_api_key=key, messages=messages, api_base=base, model=model, client=None,
-        timeout=None, extra_headers=None, optional_params=optional, logging_obj=None,
-        custom_llm_provider="gemini", litellm_params={}, vertex_project=None,
-        vertex_location=None, vertex_auth_header=None,
-    )  # fmt: skip
-    return url, headers, dict(body)
+        gemini_api_key=call.key,
+        api_base=call.base,
+        client=None,
+        timeout=None,
+        extra_headers=None,
+        optional_params=call.optional,
+        logging_obj=cast(Any, None),  # read only to create a context cache, which is off
+        context_caching=False,
+        custom_llm_provider="gemini",
+        vertex_project=None,
+        vertex_location=None,
+        vertex_auth_header=None,
+        **call.common(),
+    )
+    return url, headers, body
+
+
+BUILDERS: dict[Wire, Callable[[_Call], Built]] = {
+    "openai": _openai,
+    "anthropic": _anthropic,
+    "gemini": _gemini,
+}
 
 
 def build_request(
@@ -166,17 +193,17 @@ def build_request(
     config = ProviderConfigManager.get_provider_chat_config(
         model=model, provider=LlmProviders(provider)
     )
-    key = api_key_for(spec, settings)
-    sent = [dict(m) for m in messages]  # litellm's transforms edit messages in place
-    optional = _optional_params(model, provider, sent, params)  # type: ignore[arg-type]
-    litellm_params: dict[str, Any] = {}
-    if wire == "openai":
-        url, headers, body = _openai(config, model, base, key, sent, optional)  # type: ignore[arg-type]
-    elif wire == "anthropic":
-        url, headers, body = _anthropic(config, model, base, key, sent, optional, litellm_params)  # type: ignore[arg-type]
-    else:
-        url, headers, body = _gemini(config, model, base, key, sent, optional)  # type: ignore[arg-type]
-    names = litellm_params.get(ANTHROPIC_TOOL_NAME_MAP) or {}
+    sent: list[Any] = [dict(m) for m in messages]
+    call = _Call(
+        config=config,
+        model=model,
+        base=base,
+        key=api_key_for(spec, settings),
+        messages=sent,
+        optional=_optional_params(model, provider, sent, params),
+    )
+    url, headers, body = BUILDERS[wire](call)
+    names = call.litellm_params.get(ANTHROPIC_TOOL_NAME_MAP) or {}
     return ProviderRequest(
         wire=wire,
         provider=provider,

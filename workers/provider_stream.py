@@ -134,10 +134,12 @@ class _SSEStream(ProviderStream):
             raise
         except httpx.TimeoutException:
             await self.aclose()
-            raise ProviderTimeoutError(f"{self._spec.name}: stream stalled past the timeout")
+            stalled = f"{self._spec.name}: stream stalled past the timeout"
+            raise ProviderTimeoutError(stalled) from None
         except httpx.TransportError:
             await self.aclose()
-            raise ProviderUnavailableError(f"{self._spec.name}: stream broke before it finished")
+            broke = f"{self._spec.name}: stream broke before it finished"
+            raise ProviderUnavailableError(broke) from None
         except Exception as exc:  # a litellm provider error raised for an error event
             await self.aclose()
             raise _mapped(exc, self._spec, self._messages) from None
@@ -190,10 +192,11 @@ class _SSEStream(ProviderStream):
 
 def _mapped(exc: BaseException, spec: ModelSpec, messages: list[Message]) -> ProviderError:
     """litellm's classification of a provider error, then ours (as for litellm's calls)."""
-    from litellm.litellm_core_utils.exception_mapping_utils import exception_type
+    from litellm.litellm_core_utils import exception_mapping_utils
 
+    classify: Any = exception_mapping_utils.exception_type  # untyped in litellm
     try:
-        classified = exception_type(
+        classified = classify(
             model=spec.litellm_model.split("/", 1)[-1],
             original_exception=exc,
             custom_llm_provider=spec.litellm_model.split("/", 1)[0],
@@ -218,9 +221,12 @@ async def _open_fast(
 ) -> ProviderStream:
     client = shared_client()
     sent = client.build_request(
-        "POST", request.url, headers=request.headers, content=request.body,
+        "POST",
+        request.url,
+        headers=request.headers,
+        content=request.body,
         timeout=_timeout(settings),
-    )  # fmt: skip
+    )
     try:
         response = await client.send(sent, stream=True)
     except httpx.HTTPError as exc:

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from tests.fakes.behaviour import ToolCall, split_arguments
-from tests.fakes.wire import Frame, ParsedRequest, Usage, other_fields
+from tests.fakes.wire import Frame, Outcome, ParsedRequest, other_fields
 
 ERRORS: dict[int, tuple[str, str]] = {
     400: ("invalid_request_error", "Your request was malformed."),
@@ -61,9 +61,8 @@ def _tool_id(request_id: str, index: int, call: ToolCall) -> str:
     return call.id or f"toolu_{request_id}_{index}"
 
 
-def response(
-    request_id: str, model: str, text: str, finish: str, usage: Usage, calls: tuple[ToolCall, ...]
-) -> dict[str, Any]:
+def response(request_id: str, model: str, outcome: Outcome) -> dict[str, Any]:
+    text, finish, usage, calls = outcome.text, outcome.finish, outcome.usage, outcome.calls
     content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text or not calls else []
     content += [
         {"type": "tool_use", "id": _tool_id(request_id, i, c), "name": c.name, "input": c.arguments}
@@ -85,16 +84,10 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-def stream(
-    request_id: str,
-    request: ParsedRequest,
-    pieces: list[str],
-    finish: str,
-    usage: Usage,
-    calls: tuple[ToolCall, ...],
-) -> list[Frame]:
+def stream(request_id: str, request: ParsedRequest, outcome: Outcome) -> list[Frame]:
     """message_start, a text block with a ping, one ``tool_use`` block per call (its input
     in ``input_json_delta`` fragments), message_delta with usage, message_stop."""
+    pieces, finish, usage, calls = outcome.pieces, outcome.finish, outcome.usage, outcome.calls
     start = {
         "type": "message_start",
         "message": {

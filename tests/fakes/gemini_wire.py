@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from tests.fakes.behaviour import ToolCall
-from tests.fakes.wire import Frame, ParsedRequest, Usage, other_fields
+from tests.fakes.wire import Frame, Outcome, ParsedRequest, Usage, other_fields
 
 RETRY_AFTER_IN_BODY = True
 """The server puts a fault's ``retry_after`` into the body instead of a header."""
@@ -131,20 +131,12 @@ def _body(
     }
 
 
-def response(
-    request_id: str, model: str, text: str, finish: str, usage: Usage, calls: tuple[ToolCall, ...]
-) -> dict[str, Any]:
+def response(request_id: str, model: str, outcome: Outcome) -> dict[str, Any]:
+    text, finish, usage, calls = outcome.text, outcome.finish, outcome.usage, outcome.calls
     return _body(request_id, text, finish, _usage(usage, completion=usage.completion_tokens), calls)
 
 
-def stream(
-    request_id: str,
-    request: ParsedRequest,
-    pieces: list[str],
-    finish: str,
-    usage: Usage,
-    calls: tuple[ToolCall, ...],
-) -> list[Frame]:
+def stream(request_id: str, request: ParsedRequest, outcome: Outcome) -> list[Frame]:
     """One ``GenerateContentResponse`` per piece, then the finish reason with the full usage.
 
     Function calls come whole, all of a reply's parallel calls as parts of one event.
@@ -152,6 +144,7 @@ def stream(
     Like the real API, every event carries ``usageMetadata`` (prompt tokens from the first
     event) and events are separated by CRLF pairs.
     """
+    pieces, finish, usage, calls = outcome.pieces, outcome.finish, outcome.usage, outcome.calls
 
     def event(data: dict[str, Any]) -> bytes:
         return f"data: {json.dumps(data)}\r\n\r\n".encode()

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from tests.fakes.behaviour import ToolCall, split_arguments
-from tests.fakes.wire import Frame, ParsedRequest, Usage, other_fields
+from tests.fakes.wire import Frame, Outcome, ParsedRequest, Usage, other_fields
 
 ERRORS: dict[int, tuple[str, str | None, str]] = {
     401: (
@@ -83,9 +83,8 @@ def _call_id(request_id: str, index: int, call: ToolCall) -> str:
     return call.id or f"call_{request_id}_{index}"
 
 
-def response(
-    request_id: str, model: str, text: str, finish: str, usage: Usage, calls: tuple[ToolCall, ...]
-) -> dict[str, Any]:
+def response(request_id: str, model: str, outcome: Outcome) -> dict[str, Any]:
+    text, finish, usage, calls = outcome.text, outcome.finish, outcome.usage, outcome.calls
     message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}
     if calls:
         message["tool_calls"] = [
@@ -114,19 +113,13 @@ def response(
     }
 
 
-def stream(
-    request_id: str,
-    request: ParsedRequest,
-    pieces: list[str],
-    finish: str,
-    usage: Usage,
-    calls: tuple[ToolCall, ...],
-) -> list[Frame]:
+def stream(request_id: str, request: ParsedRequest, outcome: Outcome) -> list[Frame]:
     """``chat.completion.chunk`` events, the usage chunk when asked for, then ``[DONE]``.
 
     Tool calls follow the text one after another, as OpenAI sends parallel calls: a first
     delta with the call's ``id`` and ``name``, then its ``arguments`` in fragments.
     """
+    pieces, finish, usage, calls = outcome.pieces, outcome.finish, outcome.usage, outcome.calls
     created = int(time.time())
 
     def chunk(delta: dict[str, Any], finish_reason: str | None) -> bytes:
@@ -154,10 +147,9 @@ def stream(
             "function": {"name": call.name, "arguments": ""},
         }
         frames.append(Frame(chunk({"tool_calls": [first]}, None), text=True))
-        frames += [
-            Frame(chunk({"tool_calls": [{"index": i, "function": {"arguments": part}}]}, None), True)
-            for part in split_arguments(call.arguments_json)
-        ]
+        for part in split_arguments(call.arguments_json):
+            fragment = {"index": i, "function": {"arguments": part}}
+            frames.append(Frame(chunk({"tool_calls": [fragment]}, None), text=True))
     frames.append(Frame(chunk({}, finish)))
     if request.include_usage:
         last = {

@@ -35,7 +35,7 @@ from tests.fakes.behaviour import (
     count_text,
     truncate_reply,
 )
-from tests.fakes.wire import Frame, ParsedRequest, Usage
+from tests.fakes.wire import Frame, Outcome, ParsedRequest, Usage
 
 ROUTES: dict[str, tuple[str, ModuleType]] = {
     "/v1/chat/completions": ("openai", openai_wire),
@@ -163,15 +163,13 @@ class _Handler(BaseHTTPRequestHandler):
         calls = scripted.tool_calls if finish == "stop" else ()
         if calls:
             finish = "tool_calls"
-        reply = "".join(pieces)
-        usage = Usage(prompt_tokens, count_text(reply + "".join(c.arguments_json for c in calls)))
+        written = "".join(pieces) + "".join(c.arguments_json for c in calls)
+        outcome = Outcome(pieces, finish, Usage(prompt_tokens, count_text(written)), calls)
         request_id = f"fake{next(self.ids)}"
         if request.stream:
-            frames = wire.stream(request_id, request, pieces, finish, usage, calls)
-            self._stream(frames, fault)
+            self._stream(wire.stream(request_id, request, outcome), fault)
         else:
-            payload = wire.response(request_id, request.model, reply, finish, usage, calls)
-            self._respond(payload, fault)
+            self._respond(wire.response(request_id, request.model, outcome), fault)
 
     def _respond(self, payload: dict[str, Any], fault: Fault | None) -> None:
         if fault is None:

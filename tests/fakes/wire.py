@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.fakes.behaviour import ToolCall
+
 
 @dataclass(frozen=True)
 class ParsedRequest:
@@ -30,6 +32,20 @@ def other_fields(body: dict[str, Any], *handled: str) -> dict[str, Any]:
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the fake answers one request with: reply pieces, why it stopped, usage, calls."""
+
+    pieces: list[str]
+    finish: str
+    usage: Usage
+    calls: tuple[ToolCall, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
 
 
 @dataclass(frozen=True)

@@ -370,7 +370,12 @@ def test_anthropic_response_format_goes_through_litellm(
     answer = ToolCall("json_tool_call", {"city": "Lisbon"})
     fake_provider.queue_tool_calls(answer)
     schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
-    params = {"response_format": {"type": "json_schema", "json_schema": {"name": "city", "schema": schema}}}
+    params = {
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "city", "schema": schema},
+        }
+    }
     spec = spec_for("anthropic", fake_provider)
 
     async def main() -> Result:
