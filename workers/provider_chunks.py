@@ -33,11 +33,6 @@ class ChunkReader:
     def finish(self) -> None:
         """Called once at the end of the stream (usage computed from what was kept)."""
 
-    @property
-    def done(self) -> bool:
-        """True once the provider said the reply is complete."""
-        return self.raw_finish is not None
-
     def error(self, message: str, status: int) -> Exception:
         """The provider's own litellm error class, as litellm raises for an error event."""
         return self.config.get_error_class(  # type: ignore[no-any-return]
@@ -87,11 +82,6 @@ class OpenAIChunks(ChunkReader):
             return StreamDelta(text, tuple(pieces))
         return StreamDelta(text) if text else None
 
-    @property
-    def done(self) -> bool:
-        # The usage chunk follows the finish reason; [DONE] ends the stream.
-        return False
-
 
 class AnthropicChunks(ChunkReader):
     """Messages API events: text and ``tool_use`` content blocks, usage in start and delta."""
@@ -101,7 +91,6 @@ class AnthropicChunks(ChunkReader):
         self._tool_index = -1
         self._in_tool = False
         self._usage: dict[str, Any] = {}
-        self._stopped = False
 
     def feed(self, event: dict[str, Any]) -> StreamDelta | None:
         kind = event.get("type")
@@ -130,16 +119,10 @@ class AnthropicChunks(ChunkReader):
         elif kind == "message_delta":
             self.raw_finish = event["delta"].get("stop_reason") or "stop"
             self._usage.update(event.get("usage") or {})
-        elif kind == "message_stop":
-            self._stopped = True
         elif kind == "error":
             error = event.get("error") or {}
             raise self.error(str(error.get("message") or event), 500)
         return None
-
-    @property
-    def done(self) -> bool:
-        return self._stopped
 
     def finish(self) -> None:
         if self._usage:

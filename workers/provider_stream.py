@@ -115,9 +115,13 @@ class _SSEStream(ProviderStream):
         self._line = 0
         self._data: list[bytes] = []
         self._ended = False
+        self._done = False
+        self._finished = False
         self._saw_tool_calls = False
 
     async def __anext__(self) -> StreamDelta:
+        if self._finished:
+            raise StopAsyncIteration
         reader = self._reader
         try:
             while True:
@@ -143,6 +147,7 @@ class _SSEStream(ProviderStream):
         except Exception as exc:  # a litellm provider error raised for an error event
             await self.aclose()
             raise _mapped(exc, self._spec, self._messages) from None
+        self._finished = True
         await self.aclose()
         if reader.raw_finish is None:
             raise ProviderUnavailableError(f"{self._spec.name}: stream broke before it finished")
@@ -154,7 +159,8 @@ class _SSEStream(ProviderStream):
         raise StopAsyncIteration
 
     async def _next_event(self) -> dict[str, Any] | None:
-        """The next ``data:`` payload as JSON; None at the end (SSE split on CR/LF only)."""
+        """The next ``data:`` payload as JSON; None at the end of the body (SSE events end
+        at a blank line; lines split on LF, a CR before it dropped)."""
         while True:
             lines = self._lines
             while self._line < len(lines):
@@ -171,16 +177,20 @@ class _SSEStream(ProviderStream):
                 payload = b"\n".join(self._data) if len(self._data) > 1 else self._data[0]
                 self._data = []
                 if payload == b"[DONE]":
-                    return None
-                event: dict[str, Any] = json.loads(payload)
-                return event
-            if self._ended or self._reader.done:
+                    self._done = True
+                    continue
+                if not self._done:
+                    event: dict[str, Any] = json.loads(payload)
+                    return event
+            if self._ended:
                 return None
             try:
                 chunk = await self._bytes.__anext__()
             except StopAsyncIteration:
+                # Read to the end so the connection goes back to the pool; a last event
+                # without its blank line still counts.
                 self._ended = True
-                chunk = b"\n\n"  # a last event without its blank line still counts
+                chunk = b"\n\n"
             lines = (self._tail + chunk).split(b"\n")
             self._tail = lines.pop()
             self._lines = lines

@@ -109,6 +109,8 @@ class RecordedRequest:
     """The request's tool schemas in the provider's own shape."""
     params: dict[str, Any] = field(default_factory=dict)
     """Every other request field (sampling, tool choice, stop, ...) in the provider's shape."""
+    client_port: int = 0
+    """The client's side of the connection: equal ports mean a reused connection."""
 
 
 def message_text(message: dict[str, Any]) -> str:

@@ -137,6 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body=body,
                 tools=request.tools,
                 params=request.params,
+                client_port=self.client_address[1],
             )
         )
         fault = behaviour.next_fault()

@@ -336,6 +336,19 @@ def test_one_client_per_event_loop() -> None:
     assert other != first
 
 
+@pytest.mark.parametrize("api", APIS)
+def test_a_finished_stream_hands_its_connection_back(
+    api: str, fake_provider: FakeProviderServer
+) -> None:
+    async def three() -> None:
+        spec = spec_for(api, fake_provider)
+        for _ in range(3):
+            await drain(await open_stream(spec, MESSAGES, {}, settings=SETTINGS))
+
+    asyncio.run(three())
+    assert len({r.client_port for r in fake_provider.requests}) == 1
+
+
 def test_closing_early_frees_the_connection(fake_provider: FakeProviderServer) -> None:
     async def main() -> str:
         spec = spec_for("openai", fake_provider)
