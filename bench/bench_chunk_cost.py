@@ -19,7 +19,13 @@ from typing import Any
 import httpx
 
 from bench.report import Row
-from tests.fakes import FakeProviderProcess, anthropic_spec, gemini_spec, openai_spec
+from tests.fakes import (
+    FakeProviderProcess,
+    RemoteFakeProvider,
+    anthropic_spec,
+    gemini_spec,
+    openai_spec,
+)
 from tokenwindow.messages import Message
 from tokenwindow.models import ModelSpec
 from tokenwindow.settings import Settings, load_settings
@@ -34,7 +40,7 @@ MESSAGES: list[Message] = [
 WIRES = ("openai", "anthropic", "gemini")
 
 
-def _spec(wire: str, server: FakeProviderProcess) -> ModelSpec:
+def _spec(wire: str, server: RemoteFakeProvider) -> ModelSpec:
     if wire == "openai":
         return openai_spec(server.openai_base)
     if wire == "anthropic":
@@ -154,6 +160,65 @@ def cpu_us_per_chunk(
     return spent / (streams * CHUNKS) * 1e6
 
 
+# --- our layer alone: recorded bytes replayed, no network -------------------------------------
+class _Replay:
+    """Stands in for an ``httpx.Response``: yields one recorded SSE frame per read."""
+
+    def __init__(self, frames: list[bytes]) -> None:
+        self._frames = frames
+
+    async def aiter_bytes(self) -> Any:
+        for frame in self._frames:
+            yield frame
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _recorded_frames(wire: str) -> list[bytes]:
+    from tests.fakes import anthropic_wire, gemini_wire, openai_wire
+    from tests.fakes.behaviour import split_words
+    from tests.fakes.wire import Outcome, ParsedRequest, Usage
+
+    module = {"openai": openai_wire, "anthropic": anthropic_wire, "gemini": gemini_wire}[wire]
+    request = ParsedRequest("m", [], stream=True, max_tokens=None, include_usage=True)
+    outcome = Outcome(split_words(REPLY), "stop", Usage(30, CHUNKS))
+    return [frame.data for frame in module.stream("r", request, outcome)]
+
+
+def parse_cost(wire: str, streams: int, settings: Settings) -> tuple[float, float]:
+    """(our SSE and chunk readers, a bare ``json.loads`` per event) in CPU us per chunk."""
+    from workers.provider_chunks import READERS
+    from workers.provider_request import build_request
+    from workers.provider_stream import _SSEStream
+
+    spec = _spec(wire, RemoteFakeProvider("http://replay.invalid"))
+    config = build_request(wire, spec, MESSAGES, {}, settings).config  # type: ignore[arg-type]
+    frames = _recorded_frames(wire)
+
+    async def ours() -> None:
+        for _ in range(streams):
+            reader = READERS[wire](config, {})
+            stream = _SSEStream(spec, MESSAGES, _Replay(frames), reader)  # type: ignore[arg-type]
+            text = "".join([delta.text async for delta in stream])
+            assert text == REPLY, text
+
+    def floor() -> None:
+        for _ in range(streams):
+            for frame in frames:
+                for line in frame.split(b"\n"):
+                    if line.startswith(b"data:") and line != b"data: [DONE]":
+                        json.loads(line[5:])
+
+    start = time.process_time()
+    asyncio.run(ours())
+    mine = time.process_time() - start
+    start = time.process_time()
+    floor()
+    bare = time.process_time() - start
+    return mine / (streams * CHUNKS) * 1e6, bare / (streams * CHUNKS) * 1e6
+
+
 def run(args: argparse.Namespace) -> list[Row]:
     streams = 50 if args.quick else 200
     settings = load_settings(provider_timeout_seconds=60)
@@ -176,4 +241,16 @@ def run(args: argparse.Namespace) -> list[Row]:
                         f"CPU, {streams} streams x {CHUNKS} chunks, fake server in a child",
                     )
                 )
+    for wire in WIRES:
+        mine, bare = parse_cost(wire, streams * 5, settings)
+        rows.append(
+            Row(
+                "chunk_cost",
+                f"{wire}: ours, parsing only",
+                f"{mine:.1f} us/chunk",
+                f"{bare:.1f} us json.loads alone",
+                f"{mine / bare:.1f}x",
+                "recorded SSE bytes replayed in process: the layer without httpx",
+            )
+        )
     return rows
