@@ -88,6 +88,29 @@ def api_key_for(spec: ModelSpec, settings: Settings) -> str | None:
     return secret.get_secret_value() if secret is not None else None
 
 
+@functools.cache
+def provider_faults() -> tuple[type[BaseException], ...]:
+    """What a provider call raises besides our own errors: litellm's exceptions (the OpenAI
+    SDK's tree and its per-provider ``BaseLLMException``), transport errors, and bad data.
+
+    Catching these instead of ``Exception`` lets a Celery soft time limit pass through.
+    """
+    import httpx
+    import openai
+    from litellm.llms.base_llm.chat.transformation import BaseLLMException
+
+    load_litellm()
+    return (
+        openai.OpenAIError,
+        BaseLLMException,
+        httpx.HTTPError,
+        OSError,
+        ValueError,
+        LookupError,
+        TypeError,
+    )
+
+
 class RequestOptions(TypedDict, total=False):
     """What a caller may set on one provider request."""
 
@@ -132,7 +155,7 @@ def _send(spec: ModelSpec, messages: list[Message], options: RequestOptions, **e
         request["client"] = _gemini_stream_client(request["timeout"])
     try:
         return litellm.completion(**request, **extra)
-    except Exception as exc:
+    except provider_faults() as exc:
         raise map_error(exc, spec, messages) from None
 
 
@@ -157,7 +180,7 @@ class CompletionStream(Iterator[str]):
                 chunk = next(self._chunks)
             except StopIteration:  # the normal end, not a provider failure
                 raise
-            except Exception as exc:
+            except provider_faults() as exc:
                 raise map_error(exc, self._spec, self._messages) from None
             usage = getattr(chunk, "usage", None)
             if usage is not None:

@@ -24,7 +24,7 @@ from tokenwindow.errors import ProviderError, ProviderTimeoutError, ProviderUnav
 from tokenwindow.messages import Message
 from tokenwindow.models import ModelSpec
 from tokenwindow.settings import Settings
-from workers.llm import CompletionUsage, api_key_for, load_litellm, map_error
+from workers.llm import CompletionUsage, api_key_for, load_litellm, map_error, provider_faults
 from workers.provider_chunks import READERS, ChunkReader, normalise_finish
 from workers.provider_request import ProviderRequest, build_request, fast_wire
 from workers.stream_deltas import StreamDelta, ToolCallDelta
@@ -93,6 +93,13 @@ class ProviderStream:
     async def aclose(self) -> None:
         """Release the connection; safe to call twice and after the end."""
 
+    async def __aenter__(self) -> ProviderStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """``async with`` closes the stream however the block ends (cancellation included)."""
+        await self.aclose()
+
 
 # --- the fast path -------------------------------------------------------------------------
 class _SSEStream(ProviderStream):
@@ -144,7 +151,7 @@ class _SSEStream(ProviderStream):
             await self.aclose()
             broke = f"{self._spec.name}: stream broke before it finished"
             raise ProviderUnavailableError(broke) from None
-        except Exception as exc:  # a litellm provider error raised for an error event
+        except provider_faults() as exc:  # an error event, or an event that does not parse
             await self.aclose()
             raise _mapped(exc, self._spec, self._messages) from None
         self._finished = True
@@ -197,6 +204,7 @@ class _SSEStream(ProviderStream):
             self._line = 0
 
     async def aclose(self) -> None:
+        self._finished = True
         await self._response.aclose()
 
 
@@ -211,7 +219,7 @@ def _mapped(exc: BaseException, spec: ModelSpec, messages: list[Message]) -> Pro
             original_exception=exc,
             custom_llm_provider=spec.litellm_model.split("/", 1)[0],
         )
-    except Exception as raised:
+    except provider_faults() as raised:
         classified = raised
     return map_error(classified, spec, messages)
 
@@ -272,7 +280,7 @@ class _LiteLLMStream(ProviderStream):
                     self._raw_finish, saw_tool_calls=self._saw_tool_calls
                 )
                 raise
-            except Exception as exc:
+            except provider_faults() as exc:
                 raise map_error(exc, self._spec, self._messages) from None
             usage = getattr(chunk, "usage", None)
             if usage is not None:
@@ -301,7 +309,7 @@ class _LiteLLMStream(ProviderStream):
         if close is not None:
             try:
                 await close()
-            except Exception:  # closing a stream that already failed must not mask its error
+            except provider_faults():  # closing a failed stream must not mask its error
                 return
 
 
@@ -328,7 +336,7 @@ async def open_litellm_stream(
         request["api_key"] = key
     try:
         chunks = await litellm.acompletion(**request)
-    except Exception as exc:
+    except provider_faults() as exc:
         raise map_error(exc, spec, messages) from None
     return _LiteLLMStream(spec, messages, chunks)
 
@@ -348,6 +356,6 @@ async def open_stream(
         return await open_litellm_stream(spec, messages, params, settings)
     try:
         request = build_request(wire, spec, messages, params, settings)
-    except Exception as exc:
+    except provider_faults() as exc:
         raise map_error(exc, spec, messages) from None
     return await _open_fast(request, spec, messages, settings)

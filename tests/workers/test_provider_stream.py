@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.fakes import (
@@ -327,13 +328,13 @@ def test_fifty_concurrent_streams_on_one_loop_are_all_exact() -> None:
 
 
 def test_one_client_per_event_loop() -> None:
-    async def client_id() -> tuple[int, int]:
-        return id(shared_client()), id(shared_client())
+    async def clients() -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
+        return shared_client(), shared_client()
 
-    first, again = asyncio.run(client_id())
-    other, _ = asyncio.run(client_id())
-    assert first == again
-    assert other != first
+    first, again = asyncio.run(clients())
+    other, _ = asyncio.run(clients())
+    assert first is again
+    assert other is not first
 
 
 @pytest.mark.parametrize("api", APIS)
@@ -349,13 +350,39 @@ def test_a_finished_stream_hands_its_connection_back(
     assert len({r.client_port for r in fake_provider.requests}) == 1
 
 
-def test_closing_early_frees_the_connection(fake_provider: FakeProviderServer) -> None:
-    async def main() -> str:
+def test_closing_early_ends_the_stream(fake_provider: FakeProviderServer) -> None:
+    async def main() -> tuple[list[Any], str]:
         spec = spec_for("openai", fake_provider)
-        stream = await open_stream(spec, MESSAGES, {}, settings=SETTINGS)
-        await stream.__anext__()
+        async with await open_stream(spec, MESSAGES, {}, settings=SETTINGS) as stream:
+            await stream.__anext__()
         await stream.aclose()
-        await stream.aclose()
+        after = [delta async for delta in stream]
+        return after, (await drain(await open_stream(spec, MESSAGES, {}, settings=SETTINGS))).text
+
+    after, text = asyncio.run(main())
+    assert after == []
+    assert text == default_reply(MESSAGES)  # type: ignore[arg-type]
+
+
+def test_a_cancelled_reader_leaves_the_loop_serving_others(
+    fake_provider: FakeProviderServer,
+) -> None:
+    fake_provider.configure(token_delay=0.05)
+
+    async def main() -> str:
+        spec = spec_for("anthropic", fake_provider)
+
+        async def read_forever() -> None:
+            async with await open_stream(spec, MESSAGES, {}, settings=SETTINGS) as stream:
+                async for _ in stream:
+                    pass
+
+        task = asyncio.create_task(read_forever())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        fake_provider.configure(token_delay=0)
         return (await drain(await open_stream(spec, MESSAGES, {}, settings=SETTINGS))).text
 
     assert asyncio.run(main()) == default_reply(MESSAGES)  # type: ignore[arg-type]
