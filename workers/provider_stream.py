@@ -16,7 +16,7 @@ import asyncio
 import json
 import weakref
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -115,7 +115,7 @@ class _SSEStream(ProviderStream):
         self._spec = spec
         self._messages = messages
         self._response = response
-        self._bytes = response.aiter_bytes()
+        self._bytes = _body_chunks(response)
         self._reader = reader
         self._tail = b""
         self._lines: list[bytes] = []
@@ -206,6 +206,16 @@ class _SSEStream(ProviderStream):
     async def aclose(self) -> None:
         self._finished = True
         await self._response.aclose()
+
+
+def _body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as it arrives. Unencoded bodies (SSE always is, in practice) are read straight
+    off the transport stream: httpx's decoding and chunking layers are a third of the calls
+    per chunk and have nothing to do. Timeouts and error mapping live below, in httpcore and
+    httpx's transport, and still apply."""
+    if response.headers.get("content-encoding", "identity") == "identity":
+        return cast(httpx.AsyncByteStream, response.stream).__aiter__()
+    return response.aiter_bytes()
 
 
 def _mapped(exc: BaseException, spec: ModelSpec, messages: list[Message]) -> ProviderError:
