@@ -95,11 +95,11 @@ def provider_faults() -> tuple[type[BaseException], ...]:
 
     Catching these instead of ``Exception`` lets a Celery soft time limit pass through.
     """
+    load_litellm()  # first: it sets the offline defaults litellm reads on import
     import httpx
     import openai
     from litellm.llms.base_llm.chat.transformation import BaseLLMException
 
-    load_litellm()
     return (
         openai.OpenAIError,
         BaseLLMException,

@@ -58,30 +58,51 @@ def fast_wire(spec: ModelSpec, params: Mapping[str, Any]) -> Wire | None:
     return provider  # type: ignore[return-value]
 
 
-def _optional_params(
-    model: str, provider: str, messages: list[Message], params: Mapping[str, Any]
-) -> dict[str, Any]:
-    litellm = load_litellm()
-    stream: dict[str, Any] = {"stream": True}
-    if provider == "openai":
-        stream["stream_options"] = {"include_usage": True}
-    optional: dict[str, Any] = litellm.get_optional_params(
-        model=model, custom_llm_provider=provider, messages=messages, **params, **stream
-    )
-    return optional
-
-
 @dataclass
 class _Call:
-    """What every provider's request builder reads (litellm edits ``messages`` in place)."""
+    """One request on its way through litellm's pieces (which edit ``messages`` in place)."""
 
     config: Any
+    provider: str
     model: str
     base: str | None
     key: str | None
-    messages: list[Any]
-    optional: dict[str, Any]
+    messages: list[Any] = field(default_factory=list)
+    optional: dict[str, Any] = field(default_factory=dict)
     litellm_params: dict[str, Any] = field(default_factory=dict)
+
+    def prepare(self, messages: list[Message], params: Mapping[str, Any]) -> None:
+        """Apply what ``litellm.completion`` does to every call before the provider's own
+        transform (``None`` fields dropped, developer role mapped, tool choice normalised),
+        then map the OpenAI parameters to the provider's."""
+        from litellm.utils import (
+            validate_and_fix_openai_messages,
+            validate_and_fix_openai_tools,
+            validate_chat_completion_tool_choice,
+        )
+
+        fixed = validate_and_fix_openai_messages(messages=[dict(m) for m in messages])
+        self.messages = list(
+            self.config.translate_developer_role_to_system_role(
+                messages=fixed,
+                model=self.model,
+                custom_llm_provider=self.provider,
+                api_base=self.base,
+                model_info=None,
+            )
+        )
+        prepared: dict[str, Any] = {**params, "stream": True}
+        if self.provider == "openai":
+            prepared["stream_options"] = {"include_usage": True}
+        if "tools" in prepared:
+            prepared["tools"] = validate_and_fix_openai_tools(tools=prepared["tools"])
+        if "tool_choice" in prepared:
+            prepared["tool_choice"] = validate_chat_completion_tool_choice(
+                tool_choice=prepared["tool_choice"], model=self.model
+            )
+        self.optional = load_litellm().get_optional_params(
+            model=self.model, custom_llm_provider=self.provider, messages=self.messages, **prepared
+        )
 
     def common(self) -> dict[str, Any]:
         return {"model": self.model, "messages": self.messages, "litellm_params": {}}
@@ -183,25 +204,18 @@ def build_request(
     settings: Settings,
 ) -> ProviderRequest:
     """The streaming request litellm would send for this call (URL, headers, JSON body)."""
+    litellm = load_litellm()  # first: it sets the offline defaults litellm reads on import
     from litellm.types.utils import LlmProviders
     from litellm.utils import ProviderConfigManager
 
-    litellm = load_litellm()
     model, provider, _, base = litellm.get_llm_provider(
         model=spec.litellm_model, api_base=spec.api_base
     )
     config = ProviderConfigManager.get_provider_chat_config(
         model=model, provider=LlmProviders(provider)
     )
-    sent: list[Any] = [dict(m) for m in messages]
-    call = _Call(
-        config=config,
-        model=model,
-        base=base,
-        key=api_key_for(spec, settings),
-        messages=sent,
-        optional=_optional_params(model, provider, sent, params),
-    )
+    call = _Call(config, provider, model, base, api_key_for(spec, settings))
+    call.prepare(messages, params)
     url, headers, body = BUILDERS[wire](call)
     names = call.litellm_params.get(ANTHROPIC_TOOL_NAME_MAP) or {}
     return ProviderRequest(

@@ -8,6 +8,7 @@ come out the same, on the OpenAI, Anthropic and Gemini wire formats.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -210,6 +211,47 @@ def test_chat_parameters_reach_the_provider_as_litellm_sends_them(
     else:
         assert fast.params["generationConfig"]["stop_sequences"] == ["END"]
         assert fast.params["toolConfig"]["functionCallingConfig"]["mode"] == "ANY"
+
+
+AGENT_ROUND: list[Message] = [
+    *MESSAGES,
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": f"call_{city.lower()}",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": json.dumps({"city": city})},
+            }
+            for city in ("Lisbon", "Porto")
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_lisbon", "content": "21 C, sunny"},
+    {"role": "tool", "tool_call_id": "call_porto", "content": "17 C, rain"},
+]
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_tool_results_are_sent_as_litellm_sends_them(
+    api: str, fake_provider: FakeProviderServer
+) -> None:
+    fake_provider.queue_replies("Lisbon is warmer.", "Lisbon is warmer.")
+    before = copy.deepcopy(AGENT_ROUND)
+
+    async def main() -> tuple[Result, Result]:
+        spec = spec_for(api, fake_provider)
+        fast = await open_stream(spec, AGENT_ROUND, TOOL_PARAMS, settings=SETTINGS)
+        reference = await open_litellm_stream(spec, AGENT_ROUND, TOOL_PARAMS, SETTINGS)
+        return await drain(fast), await drain(reference)
+
+    fast, reference = asyncio.run(main())
+    assert fast.text == reference.text == "Lisbon is warmer."
+    assert fast.finish_reason == reference.finish_reason == "stop"
+    first, second = fake_provider.requests
+    assert first.body == second.body
+    assert "17 C, rain" in json.dumps(first.body)
+    assert before == AGENT_ROUND  # the caller's messages are not edited
 
 
 # --- errors -------------------------------------------------------------------------------------
