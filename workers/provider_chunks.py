@@ -141,7 +141,11 @@ class GeminiChunks(ChunkReader):
 
     def feed(self, event: dict[str, Any]) -> StreamDelta | None:
         if "error" in event:
-            self.config._check_streaming_error(event)
+            from litellm.llms.vertex_ai.gemini.vertex_and_google_ai_studio_gemini import (
+                ModelResponseIterator,
+            )
+
+            ModelResponseIterator._check_streaming_error(event)  # raises litellm's error
         if "usageMetadata" in event:
             self._last_usage = event
         candidates = event.get("candidates")

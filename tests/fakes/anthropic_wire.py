@@ -50,6 +50,11 @@ def error_body(status: int, message: str | None = None) -> dict[str, Any]:
     return _error(kind, message or text)
 
 
+def error_event(status: int) -> bytes:
+    """The ``error`` event Anthropic sends mid-stream (``overloaded_error`` for 529)."""
+    return _event("error", error_body(status))
+
+
 def context_error_body(limit: int, tokens: int) -> dict[str, Any]:
     return _error("invalid_request_error", f"prompt is too long: {tokens} tokens > {limit} maximum")
 

@@ -18,7 +18,7 @@ from tokenwindow.counting import counter_for_encoding
 ENCODING = "o200k_base"
 """Prompt tokens are counted with this encoding, the way OpenAI counts gpt-4o."""
 
-FaultKind = Literal["status", "drop", "hang"]
+FaultKind = Literal["status", "drop", "hang", "event"]
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,9 @@ class Fault:
     ``retry_after`` is given; ``message`` replaces the provider's text). ``drop``: send
     ``after_chunks`` text chunks (half the body when not streaming), then close the connection
     mid-response. ``hang``: send ``after_chunks`` chunks, then go silent for ``seconds`` so
-    the client times out.
+    the client times out. ``event``: send ``after_chunks`` chunks, then the provider's in-stream
+    error event for ``status`` and end the stream cleanly (a non-streamed request gets the
+    status error instead).
     """
 
     kind: FaultKind
@@ -48,6 +50,10 @@ class Fault:
     @classmethod
     def drop(cls, after_chunks: int = 2) -> Fault:
         return cls("drop", after_chunks=after_chunks)
+
+    @classmethod
+    def error_event(cls, status: int = 529, *, after_chunks: int = 2) -> Fault:
+        return cls("event", status=status, after_chunks=after_chunks)
 
     @classmethod
     def hang(cls, seconds: float = 30.0, *, after_chunks: int = 0) -> Fault:

@@ -94,6 +94,11 @@ def error_body(
     return {"error": error}
 
 
+def error_event(status: int) -> bytes:
+    """A ``google.rpc.Status`` error sent as a stream event after a 200."""
+    return f"data: {json.dumps(error_body(status))}\r\n\r\n".encode()
+
+
 def context_error_body(limit: int, tokens: int) -> dict[str, Any]:
     message = (
         f"The input token count ({tokens}) exceeds the maximum number of tokens allowed ({limit})."

@@ -59,6 +59,11 @@ def error_body(status: int, message: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message or text, "type": kind, "param": None, "code": code}}
 
 
+def error_event(status: int) -> bytes:
+    """An error sent as a stream event after a 200 (as OpenAI-compatible servers do)."""
+    return f"data: {json.dumps(error_body(status))}\n\n".encode()
+
+
 def context_error_body(limit: int, tokens: int) -> dict[str, Any]:
     return {
         "error": {

@@ -141,6 +141,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
         )
         fault = behaviour.next_fault()
+        if fault is not None and fault.kind == "event" and not request.stream:
+            fault = Fault.error(fault.status)
         if fault is not None and fault.kind == "status":
             headers = {}
             hint: dict[str, float] = {}
@@ -168,7 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
         outcome = Outcome(pieces, finish, Usage(prompt_tokens, count_text(written)), calls)
         request_id = f"fake{next(self.ids)}"
         if request.stream:
-            self._stream(wire.stream(request_id, request, outcome), fault)
+            self._stream(wire.stream(request_id, request, outcome), fault, wire)
         else:
             self._respond(wire.response(request_id, request.model, outcome), fault)
 
@@ -186,7 +188,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._go_silent(fault.seconds)
         self.close_connection = True
 
-    def _stream(self, frames: list[Frame], fault: Fault | None) -> None:
+    def _stream(self, frames: list[Frame], fault: Fault | None, wire: ModuleType) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
@@ -198,6 +200,10 @@ class _Handler(BaseHTTPRequestHandler):
             for frame in frames:
                 if frame.text:
                     if fault is not None and sent_text >= fault.after_chunks:
+                        if fault.kind == "event":
+                            self._write_chunk(wire.error_event(fault.status))
+                            self._write_chunk(b"")
+                            return
                         if fault.kind == "hang":
                             self._go_silent(fault.seconds)
                         self.close_connection = True

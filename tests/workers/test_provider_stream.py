@@ -28,6 +28,7 @@ from tests.fakes.behaviour import default_reply
 from tokenwindow.errors import (
     ContextWindowExceededError,
     ProviderAuthError,
+    ProviderBadRequestError,
     ProviderError,
     ProviderRateLimitError,
     ProviderTimeoutError,
@@ -303,6 +304,30 @@ def test_refusals_raise_from_open_stream_like_litellm(
     assert error.__cause__ is None
 
 
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        pytest.param(
+            Fault.error(400, message="API key not valid. Please pass a valid API key."),
+            ProviderAuthError,
+            id="400-bad-key",
+        ),
+        pytest.param(Fault.error(404), ProviderBadRequestError, id="404"),
+        pytest.param(Fault.error(429, retry_after=37), ProviderRateLimitError, id="429-in-body"),
+    ],
+)
+def test_gemini_refusals_are_classified_like_litellm(
+    fault: Fault, expected: type[ProviderError], fake_provider: FakeProviderServer
+) -> None:
+    """Gemini answers a bad key with 400 and puts the retry delay in the body, not a header."""
+    error, _, at_open = asyncio.run(failure(fake_provider, "gemini", fault, fast=True))
+    reference, _, _ = asyncio.run(failure(fake_provider, "gemini", fault, fast=False))
+
+    assert at_open
+    assert type(error) is type(reference) is expected
+    assert error.retry_after == reference.retry_after
+
+
 @pytest.mark.parametrize("api", APIS)
 def test_context_overflow_raises_from_open_stream(
     api: str, fake_provider: FakeProviderServer
@@ -322,6 +347,19 @@ def test_stream_broken_midway_is_retryable(api: str, fake_provider: FakeProvider
         failure(fake_provider, api, Fault.drop(after_chunks=3), fast=True)
     )
     reference, _, _ = asyncio.run(failure(fake_provider, api, Fault.drop(3), fast=False))
+
+    assert not at_open and received == 3
+    assert type(error) is type(reference) is ProviderUnavailableError
+    assert error.retryable
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_error_event_midway_is_retryable(api: str, fake_provider: FakeProviderServer) -> None:
+    """A 200 stream that turns into the provider's error event (Anthropic's overloaded_error,
+    an OpenAI-style error chunk, a google.rpc.Status) fails as a provider outage."""
+    fault = Fault.error_event(529, after_chunks=3)
+    error, received, at_open = asyncio.run(failure(fake_provider, api, fault, fast=True))
+    reference, _, _ = asyncio.run(failure(fake_provider, api, fault, fast=False))
 
     assert not at_open and received == 3
     assert type(error) is type(reference) is ProviderUnavailableError
