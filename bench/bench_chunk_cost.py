@@ -13,7 +13,7 @@ import argparse
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -161,18 +161,15 @@ def cpu_us_per_chunk(
 
 
 # --- our layer alone: recorded bytes replayed, no network -------------------------------------
-class _Replay:
-    """Stands in for an ``httpx.Response``: yields one recorded SSE frame per read."""
+class _Replay(httpx.AsyncByteStream):
+    """A response body that yields one recorded SSE frame per read."""
 
     def __init__(self, frames: list[bytes]) -> None:
         self._frames = frames
 
-    async def aiter_bytes(self) -> Any:
+    async def __aiter__(self) -> AsyncIterator[bytes]:
         for frame in self._frames:
             yield frame
-
-    async def aclose(self) -> None:
-        return None
 
 
 def _recorded_frames(wire: str) -> list[bytes]:
@@ -199,7 +196,8 @@ def parse_cost(wire: str, streams: int, settings: Settings) -> tuple[float, floa
     async def ours() -> None:
         for _ in range(streams):
             reader = READERS[wire](config, {})
-            stream = _SSEStream(spec, MESSAGES, _Replay(frames), reader)  # type: ignore[arg-type]
+            response = httpx.Response(200, stream=_Replay(frames))
+            stream = _SSEStream(spec, MESSAGES, response, reader)
             text = "".join([delta.text async for delta in stream])
             assert text == REPLY, text
 
