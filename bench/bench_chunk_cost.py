@@ -190,7 +190,7 @@ def parse_cost(wire: str, streams: int, settings: Settings) -> tuple[float, floa
     from workers.provider_stream import _SSEStream
 
     spec = _spec(wire, RemoteFakeProvider("http://replay.invalid"))
-    config = build_request(wire, spec, MESSAGES, {}, settings).config  # type: ignore[arg-type]
+    config = asyncio.run(build_request(wire, spec, MESSAGES, {}, settings)).config
     frames = _recorded_frames(wire)
 
     async def ours() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -129,7 +129,8 @@ Built = tuple[str, Mapping[str, Any], Mapping[str, Any]]
 """URL, headers, JSON body."""
 
 
-def _openai(call: _Call) -> Built:
+async def _openai(call: _Call) -> Built:
+    """As litellm's OpenAI streaming path: the synchronous transform (media stay URLs)."""
     config, optional = call.config, call.optional
     headers = config.validate_environment(
         headers={}, optional_params=optional, api_key=call.key, api_base=call.base, **call.common()
@@ -147,7 +148,9 @@ def _openai(call: _Call) -> Built:
     return url, headers, body
 
 
-def _anthropic(call: _Call) -> Built:
+async def _anthropic(call: _Call) -> Built:
+    """As litellm's Anthropic path: the async transform, which fetches remote media (image
+    URLs Anthropic cannot read itself) without blocking the event loop."""
     from litellm.anthropic_beta_gated_fields import strip_beta_gated_request_body
     from litellm.anthropic_beta_headers_manager import update_request_with_filtered_beta
     from litellm.litellm_core_utils.url_utils import ensure_api_route
@@ -159,7 +162,9 @@ def _anthropic(call: _Call) -> Built:
     headers = call.config.validate_environment(
         headers={}, optional_params=optional, api_key=call.key, api_base=url, **shared
     )
-    body = call.config.transform_request(optional_params=optional, headers=headers, **shared)
+    body = await call.config.async_transform_request(
+        optional_params=optional, headers=headers, **shared
+    )
     headers, body = update_request_with_filtered_beta(
         headers=headers, request_data=body, provider="anthropic", api_base=url
     )
@@ -169,8 +174,9 @@ def _anthropic(call: _Call) -> Built:
     return url, headers, {**gated, "stream": True}
 
 
-def _gemini(call: _Call) -> Built:
-    from litellm.llms.vertex_ai.gemini.transformation import sync_transform_request_body
+async def _gemini(call: _Call) -> Built:
+    """As litellm's Gemini streaming path, with the async body transform (remote media)."""
+    from litellm.llms.vertex_ai.gemini.transformation import async_transform_request_body
     from litellm.llms.vertex_ai.vertex_llm_base import VertexBase
 
     auth, url = VertexBase()._get_token_and_url(
@@ -188,7 +194,7 @@ def _gemini(call: _Call) -> Built:
     headers = call.config.validate_environment(
         api_key=auth, headers=None, optional_params=call.optional, **call.common()
     )
-    body = sync_transform_request_body(
+    body = await async_transform_request_body(
         gemini_api_key=call.key,
         api_base=call.base,
         client=None,
@@ -206,14 +212,14 @@ def _gemini(call: _Call) -> Built:
     return url, headers, body
 
 
-BUILDERS: dict[Wire, Callable[[_Call], Built]] = {
+BUILDERS: dict[Wire, Callable[[_Call], Awaitable[Built]]] = {
     "openai": _openai,
     "anthropic": _anthropic,
     "gemini": _gemini,
 }
 
 
-def build_request(
+async def build_request(
     wire: Wire,
     spec: ModelSpec,
     messages: list[Message],
@@ -233,7 +239,7 @@ def build_request(
     )
     call = _Call(config, provider, model, base, api_key_for(spec, settings))
     call.prepare(messages, params)
-    url, headers, body = BUILDERS[wire](call)
+    url, headers, body = await BUILDERS[wire](call)
     names = call.litellm_params.get(ANTHROPIC_TOOL_NAME_MAP) or {}
     return ProviderRequest(
         wire=wire,

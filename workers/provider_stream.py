@@ -365,7 +365,7 @@ async def open_stream(
     if wire is None:
         return await open_litellm_stream(spec, messages, params, settings)
     try:
-        request = build_request(wire, spec, messages, params, settings)
+        request = await build_request(wire, spec, messages, params, settings)
     except provider_faults() as exc:
         raise map_error(exc, spec, messages) from None
     return await _open_fast(request, spec, messages, settings)

@@ -256,6 +256,37 @@ def test_tool_results_are_sent_as_litellm_sends_them(
     assert before == AGENT_ROUND  # the caller's messages are not edited
 
 
+PIXEL = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+    "+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_image_parts_are_sent_as_litellm_sends_them(
+    api: str, fake_provider: FakeProviderServer
+) -> None:
+    messages: list[Message] = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What colour is this pixel?"},
+                {"type": "image_url", "image_url": {"url": PIXEL}},
+            ],
+        }
+    ]
+
+    async def main() -> None:
+        spec = spec_for(api, fake_provider)
+        await drain(await open_stream(spec, messages, {}, settings=SETTINGS))
+        await drain(await open_litellm_stream(spec, messages, {}, SETTINGS))
+
+    asyncio.run(main())
+    first, second = fake_provider.requests
+    assert first.body == second.body
+    assert "iVBORw0KGgo" in json.dumps(first.body)
+
+
 # --- errors -------------------------------------------------------------------------------------
 REFUSALS = [
     pytest.param(Fault.error(401), ProviderAuthError, id="401"),
