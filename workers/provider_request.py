@@ -37,8 +37,6 @@ class ProviderRequest:
     """One ready-to-send streaming request and what is needed to read its answer."""
 
     wire: Wire
-    provider: str
-    model: str
     url: str
     headers: dict[str, str]
     body: bytes
@@ -243,8 +241,6 @@ async def build_request(
     names = call.litellm_params.get(ANTHROPIC_TOOL_NAME_MAP) or {}
     return ProviderRequest(
         wire=wire,
-        provider=provider,
-        model=model,
         url=url,
         headers={str(k): str(v) for k, v in headers.items()},
         body=json.dumps(body).encode(),

@@ -2,10 +2,10 @@
 
 ``open_stream`` sends the request litellm would send (built by ``workers.provider_request``
 from litellm's per-provider configs) on one shared ``httpx.AsyncClient`` per event loop, and
-reads the SSE answer with ``workers.provider_chunks``: about a tenth of litellm's CPU per chunk
-(``python -m bench chunk_cost``). Providers without a fast reader (custom providers, the
-built-in offline model, Anthropic with ``response_format``) stream through
-``litellm.acompletion`` behind the same interface. Either way every failure is one of
+reads the SSE answer with ``workers.provider_chunks``: a fifth to a tenth of litellm's CPU per
+chunk, about what raw httpx costs (``python -m bench chunk_cost``). Providers without a fast
+reader (custom providers, the built-in offline model, Anthropic with ``response_format``)
+stream through ``litellm.acompletion`` behind the same interface. Either way every failure is one of
 ``tokenwindow.errors``' provider errors, mapped by ``workers.llm.map_error`` exactly as for
 litellm's own calls.
 """
@@ -33,6 +33,7 @@ __all__ = [
     "ProviderStream",
     "StreamDelta",
     "ToolCallDelta",
+    "close_shared_client",
     "open_litellm_stream",
     "open_stream",
     "shared_client",
@@ -66,6 +67,13 @@ def shared_client() -> httpx.AsyncClient:
         )
         _clients[loop] = client
     return client
+
+
+async def close_shared_client() -> None:
+    """Close the running loop's client (at worker shutdown): its kept-alive connections go."""
+    client = _clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()
 
 
 def _timeout(settings: Settings) -> httpx.Timeout:

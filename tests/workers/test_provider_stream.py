@@ -40,6 +40,7 @@ from tokenwindow.settings import Settings, load_settings
 from workers.llm import CompletionUsage
 from workers.provider_stream import (
     ProviderStream,
+    close_shared_client,
     open_litellm_stream,
     open_stream,
     shared_client,
@@ -443,10 +444,17 @@ def test_one_client_per_event_loop() -> None:
     async def clients() -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
         return shared_client(), shared_client()
 
+    async def closed() -> tuple[bool, httpx.AsyncClient, httpx.AsyncClient]:
+        before = shared_client()
+        await close_shared_client()
+        return before.is_closed, before, shared_client()
+
     first, again = asyncio.run(clients())
     other, _ = asyncio.run(clients())
     assert first is again
     assert other is not first
+    was_closed, before, after = asyncio.run(closed())
+    assert was_closed and after is not before
 
 
 @pytest.mark.parametrize("api", APIS)
