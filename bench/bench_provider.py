@@ -1,12 +1,14 @@
-"""Gateway overhead: a call through ``workers.llm`` (litellm) against the same raw HTTP request.
+"""Gateway overhead: a call through ``workers.llm`` (litellm) or ``workers.provider_stream``
+(the event-loop path) against the same raw HTTP request.
 
-Both talk to one fake OpenAI server in its own process (so it does not share our GIL), in the
+All talk to one fake OpenAI server in its own process (so it does not share our GIL), in the
 same run, median of many calls. The ratio is what litellm plus our error mapping cost per call.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import time
 from collections.abc import Callable
@@ -35,7 +37,11 @@ def median_ms(calls: int, fn: Callable[[], object]) -> float:
 
 
 def run(args: argparse.Namespace) -> list[Row]:
+    from tokenwindow.settings import load_settings
     from workers import llm
+    from workers.provider_stream import open_stream
+
+    settings = load_settings()
 
     calls = 20 if args.quick else 100
     rows = []
@@ -45,16 +51,35 @@ def run(args: argparse.Namespace) -> list[Row]:
         headers = {"Authorization": f"Bearer {FAKE_KEY}"}
         body = {"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 200}
 
+        stream_body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+
         def raw_stream() -> str:
-            stream_body = {**body, "stream": True, "stream_options": {"include_usage": True}}
             with http.stream("POST", url, json=stream_body, headers=headers) as response:
                 return "".join(response.iter_lines())
+
+        loop = asyncio.new_event_loop()
+        async_http = httpx.AsyncClient(timeout=30)
+
+        async def event_loop_stream() -> str:
+            stream = await open_stream(spec, MESSAGES, {"max_tokens": 200}, settings=settings)
+            return "".join([delta.text async for delta in stream])
+
+        async def raw_async_stream() -> str:
+            async with async_http.stream(
+                "POST", url, json=stream_body, headers=headers
+            ) as response:
+                return "".join([line async for line in response.aiter_lines()])
 
         cases: list[tuple[str, Callable[[], object], Callable[[], object]]] = [
             (
                 "streamed reply",
                 lambda: "".join(llm.stream_completion(spec, MESSAGES, max_tokens=200)),
                 raw_stream,
+            ),
+            (
+                "streamed reply, event loop (open_stream)",
+                lambda: loop.run_until_complete(event_loop_stream()),
+                lambda: loop.run_until_complete(raw_async_stream()),
             ),
             (
                 "non-streamed reply",
@@ -75,4 +100,6 @@ def run(args: argparse.Namespace) -> list[Row]:
                     f"median of {calls}, fake OpenAI server in a child process",
                 )
             )
+        loop.run_until_complete(async_http.aclose())
+        loop.close()
     return rows

@@ -45,6 +45,7 @@ from tokenwindow.events import EventType
 from tokenwindow.messages import Message
 from tokenwindow.metrics import Count, MetricsRecorder
 from tokenwindow.models import ModelSpec, get_registry
+from tokenwindow.params import check_chat_params
 from tokenwindow.protocol import TurnRequest
 from tokenwindow.scripts import Along
 from tokenwindow.sessions import Entry
@@ -197,6 +198,7 @@ def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> F
     sid, tid = turn.session_id, turn.turn_id
     try:
         spec = get_registry().get(turn.model)
+        params = check_chat_params(spec, turn.params or {})
     except TokenWindowError as exc:
         return _fail(sid, tid, "", exc)
     counter = counter_for(spec)
@@ -219,7 +221,7 @@ def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> F
         model=spec.name,
         temperature=turn.temperature,
         max_tokens=turn.max_tokens,
-        params=turn.params or {},
+        params=params,
         submitted_at=turn.submitted_at,
     )
     compression = {

@@ -34,6 +34,7 @@ from tokenwindow.messages import Message
 from tokenwindow.metrics import active_since, build_snapshot
 from tokenwindow.models import OFFLINE_MODEL, get_registry
 from tokenwindow.producer import TaskProducer
+from tokenwindow.params import check_chat_params
 from tokenwindow.protocol import TurnRequest, check_session_id
 from tokenwindow.replies import RESTARTED, RESTARTED_MESSAGE, ReplyAssembler
 from tokenwindow.sessions import Entry, decode_hash, session_summary
@@ -120,7 +121,8 @@ class TokenManagementClient:
         if turn_id is not None:
             fields["turn_id"] = turn_id
         turn = TurnRequest.parse(fields)
-        get_registry().get(turn.model)  # an unknown model fails here, not in a worker
+        # An unknown model or an unsupported parameter fails here, not in a worker.
+        check_chat_params(get_registry().get(turn.model), turn.params or {})
         await self._events.publish(
             turn.session_id, turn.turn_id, EventType.TURN_QUEUED, model=turn.model
         )

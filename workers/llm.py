@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypedDict, Unpack
 
-from celery.exceptions import SoftTimeLimitExceeded
-
 from strategies.summary import summary_prompt
 from tokenwindow.errors import (
     ContextWindowExceededError,
@@ -59,6 +57,8 @@ class Completion:
     text: str
     finish_reason: str | None
     usage: CompletionUsage | None
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    """OpenAI-shaped ``{"id", "type", "function": {"name", "arguments"}}`` calls."""
 
 
 # --- litellm, loaded once --------------------------------------------------------------------
@@ -75,7 +75,8 @@ def load_litellm() -> ModuleType:
     return litellm
 
 
-def _api_key(spec: ModelSpec, settings: Settings) -> str | None:
+def api_key_for(spec: ModelSpec, settings: Settings) -> str | None:
+    """The spec's own key, else the provider's key from settings."""
     if spec.api_key:
         return spec.api_key
     secret = {
@@ -87,6 +88,29 @@ def _api_key(spec: ModelSpec, settings: Settings) -> str | None:
     return secret.get_secret_value() if secret is not None else None
 
 
+@functools.cache
+def provider_faults() -> tuple[type[BaseException], ...]:
+    """What a provider call raises besides our own errors: litellm's exceptions (the OpenAI
+    SDK's tree and its per-provider ``BaseLLMException``), transport errors, and bad data.
+
+    Catching these instead of ``Exception`` lets a Celery soft time limit pass through.
+    """
+    load_litellm()  # first: it sets the offline defaults litellm reads on import
+    import httpx
+    import openai
+    from litellm.llms.base_llm.chat.transformation import BaseLLMException
+
+    return (
+        openai.OpenAIError,
+        BaseLLMException,
+        httpx.HTTPError,
+        OSError,
+        ValueError,
+        LookupError,
+        TypeError,
+    )
+
+
 class RequestOptions(TypedDict, total=False):
     """What a caller may set on one provider request."""
 
@@ -94,6 +118,8 @@ class RequestOptions(TypedDict, total=False):
     temperature: float | None
     timeout: float | None
     settings: Settings | None
+    params: Mapping[str, Any] | None
+    """Further OpenAI chat parameters, checked by ``tokenwindow.params.check_chat_params``."""
 
 
 @functools.cache
@@ -120,7 +146,7 @@ def request_for(
         "num_retries": 0,
         "max_retries": 0,
     }
-    optional = {"api_base": spec.api_base, "api_key": _api_key(spec, settings), **params}
+    optional = {"api_base": spec.api_base, "api_key": api_key_for(spec, settings), **params}
     request.update({k: v for k, v in optional.items() if v is not None})
     return request
 
@@ -133,15 +159,14 @@ def _send(spec: ModelSpec, messages: list[Message], options: RequestOptions, **e
         "timeout": options.get("timeout"),
         "max_tokens": options.get("max_tokens"),
         "temperature": options.get("temperature"),
+        **(options.get("params") or {}),
     }
     request = request_for(spec, messages, params, settings)
     if extra.get("stream") and spec.litellm_model.startswith("gemini/"):
         request["client"] = _gemini_stream_client(request["timeout"])
     try:
         return litellm.completion(**request, **extra)
-    except SoftTimeLimitExceeded:
-        raise
-    except Exception as exc:
+    except provider_faults() as exc:
         raise map_error(exc, spec, messages) from None
 
 
@@ -166,7 +191,7 @@ class CompletionStream(Iterator[str]):
                 chunk = next(self._chunks)
             except StopIteration:  # the normal end, not a provider failure
                 raise
-            except Exception as exc:
+            except provider_faults() as exc:
                 raise map_error(exc, self._spec, self._messages) from None
             usage = getattr(chunk, "usage", None)
             if usage is not None:
@@ -196,10 +221,19 @@ def generate(
     response = _send(spec, messages, options)
     choice = response.choices[0]
     usage = getattr(response, "usage", None)
+    calls = tuple(
+        {
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.function.name, "arguments": call.function.arguments},
+        }
+        for call in choice.message.tool_calls or ()
+    )
     return Completion(
         text=str(choice.message.content or ""),
         finish_reason=choice.finish_reason,
         usage=CompletionUsage(usage.prompt_tokens, usage.completion_tokens) if usage else None,
+        tool_calls=calls,
     )
 
 

@@ -6,6 +6,7 @@ or from another process (``POST /_control``) with identical semantics.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections import deque
@@ -17,7 +18,7 @@ from tokenwindow.counting import counter_for_encoding
 ENCODING = "o200k_base"
 """Prompt tokens are counted with this encoding, the way OpenAI counts gpt-4o."""
 
-FaultKind = Literal["status", "drop", "hang"]
+FaultKind = Literal["status", "drop", "hang", "event"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,9 @@ class Fault:
     ``retry_after`` is given; ``message`` replaces the provider's text). ``drop``: send
     ``after_chunks`` text chunks (half the body when not streaming), then close the connection
     mid-response. ``hang``: send ``after_chunks`` chunks, then go silent for ``seconds`` so
-    the client times out.
+    the client times out. ``event``: send ``after_chunks`` chunks, then the provider's in-stream
+    error event for ``status`` and end the stream cleanly (a non-streamed request gets the
+    status error instead).
     """
 
     kind: FaultKind
@@ -49,6 +52,10 @@ class Fault:
         return cls("drop", after_chunks=after_chunks)
 
     @classmethod
+    def error_event(cls, status: int = 529, *, after_chunks: int = 2) -> Fault:
+        return cls("event", status=status, after_chunks=after_chunks)
+
+    @classmethod
     def hang(cls, seconds: float = 30.0, *, after_chunks: int = 0) -> Fault:
         return cls("hang", seconds=seconds, after_chunks=after_chunks)
 
@@ -58,6 +65,38 @@ class Fault:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Fault:
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One tool call a scripted reply makes; ``id`` is made up per wire format when None."""
+
+    name: str
+    arguments: dict[str, Any]
+    id: str | None = None
+
+    @property
+    def arguments_json(self) -> str:
+        return json.dumps(self.arguments)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A scripted reply: text, tool calls, or both (text first, as the real APIs send it)."""
+
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: str | dict[str, Any]) -> Reply:
+        """A ``/_control`` reply: a string, or ``{"text", "tool_calls": [{name, arguments}]}``."""
+        if isinstance(data, str):
+            return cls(data)
+        calls = tuple(ToolCall(**call) for call in data.get("tool_calls", []))
+        return cls(str(data.get("text", "")), calls)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text, "tool_calls": [asdict(c) for c in self.tool_calls]}
 
 
 @dataclass(frozen=True)
@@ -72,6 +111,12 @@ class RecordedRequest:
     prompt_tokens: int
     api_key: str | None
     body: dict[str, Any] = field(repr=False)
+    tools: list[dict[str, Any]] | None = None
+    """The request's tool schemas in the provider's own shape."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Every other request field (sampling, tool choice, stop, ...) in the provider's shape."""
+    client_port: int = 0
+    """The client's side of the connection: equal ports mean a reused connection."""
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -105,7 +150,7 @@ class Behaviour:
         self.context_limit = context_limit
         self.token_delay = token_delay
         self._faults: deque[Fault] = deque()
-        self._replies: deque[str] = deque()
+        self._replies: deque[Reply] = deque()
         self._requests: list[RecordedRequest] = []
 
     def configure(
@@ -127,10 +172,14 @@ class Behaviour:
         with self._lock:
             self._faults.extend(faults)
 
-    def queue_replies(self, *texts: str) -> None:
+    def queue_replies(self, *replies: str | Reply) -> None:
         """Queue canned replies; when the queue is empty the default reply is used."""
         with self._lock:
-            self._replies.extend(texts)
+            self._replies.extend(Reply(r) if isinstance(r, str) else r for r in replies)
+
+    def queue_tool_calls(self, *calls: ToolCall, text: str = "") -> None:
+        """Queue one reply that calls ``calls`` (several make parallel calls)."""
+        self.queue_replies(Reply(text, calls))
 
     def reset(self) -> None:
         """Forget faults, replies, limits, delays and recorded requests."""
@@ -155,11 +204,11 @@ class Behaviour:
         with self._lock:
             return self._faults.popleft() if self._faults else None
 
-    def next_reply(self, messages: list[dict[str, Any]]) -> str:
+    def next_reply(self, messages: list[dict[str, Any]]) -> Reply:
         with self._lock:
             if self._replies:
                 return self._replies.popleft()
-        return default_reply(messages)
+        return Reply(default_reply(messages))
 
     def record(self, request: RecordedRequest) -> None:
         with self._lock:
@@ -176,7 +225,8 @@ class Behaviour:
         }
 
     def control(self, command: dict[str, Any]) -> None:
-        """Apply a ``POST /_control`` body: ``reset``, ``faults``, ``replies``, limits."""
+        """Apply a ``POST /_control`` body: ``reset``, ``faults``, ``replies`` (strings or
+        ``Reply.from_json`` objects, which script tool calls), limits."""
         if command.get("reset"):
             self.reset()
         if "context_limit" in command or "token_delay" in command:
@@ -187,7 +237,7 @@ class Behaviour:
                 unlimited="context_limit" in command and limit is None,
             )
         self.inject(*(Fault.from_json(f) for f in command.get("faults", [])))
-        self.queue_replies(*command.get("replies", []))
+        self.queue_replies(*(Reply.from_json(r) for r in command.get("replies", [])))
 
 
 def count_prompt(messages: list[dict[str, Any]]) -> int:
@@ -197,6 +247,11 @@ def count_prompt(messages: list[dict[str, Any]]) -> int:
 
 def count_text(text: str) -> int:
     return counter_for_encoding(ENCODING).count_text(text)
+
+
+def split_arguments(text: str, size: int = 7) -> list[str]:
+    """Argument fragments as providers stream them: short runs that cut through tokens."""
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
 def truncate_reply(text: str, max_tokens: int | None) -> tuple[list[str], str]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.fakes.wire import Frame, ParsedRequest, Usage
+from tests.fakes.behaviour import ToolCall
+from tests.fakes.wire import Frame, Outcome, ParsedRequest, Usage, other_fields
 
 RETRY_AFTER_IN_BODY = True
 """The server puts a fault's ``retry_after`` into the body instead of a header."""
@@ -47,7 +48,8 @@ ERRORS: dict[int, tuple[str, str]] = {
     504: ("DEADLINE_EXCEEDED", "The request timed out. Please try again."),
 }
 ROLES = {"user": "user", "model": "assistant"}
-FINISH_REASONS = {"stop": "STOP", "length": "MAX_TOKENS"}
+FINISH_REASONS = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP"}
+"""Gemini has no tool-call finish reason: a reply that calls functions stops with STOP."""
 
 
 def _field(data: dict[str, Any], camel: str, snake: str) -> Any:
@@ -75,6 +77,8 @@ def parse(body: dict[str, Any], model: str, *, stream: bool) -> ParsedRequest:
         messages=messages,
         stream=stream,
         max_tokens=_field(config, "maxOutputTokens", "max_output_tokens"),
+        tools=body.get("tools"),
+        params=other_fields(body, "contents", "systemInstruction", "system_instruction"),
     )
 
 
@@ -88,6 +92,11 @@ def error_body(
             {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after:g}s"}
         ]
     return {"error": error}
+
+
+def error_event(status: int) -> bytes:
+    """A ``google.rpc.Status`` error sent as a stream event after a 200."""
+    return f"data: {json.dumps(error_body(status))}\r\n\r\n".encode()
 
 
 def context_error_body(limit: int, tokens: int) -> dict[str, Any]:
@@ -106,8 +115,16 @@ def _usage(usage: Usage, *, completion: int | None) -> dict[str, Any]:
     return data
 
 
-def _body(request_id: str, text: str, finish: str | None, usage: dict[str, Any]) -> dict[str, Any]:
-    candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}}
+def _body(
+    request_id: str,
+    text: str,
+    finish: str | None,
+    usage: dict[str, Any],
+    calls: tuple[ToolCall, ...] = (),
+) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [{"text": text}] if text or not calls else []
+    parts += [{"functionCall": {"name": c.name, "args": c.arguments}} for c in calls]
+    candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}}
     if finish is not None:
         candidate["finishReason"] = FINISH_REASONS[finish]
     candidate["index"] = 0
@@ -119,22 +136,20 @@ def _body(request_id: str, text: str, finish: str | None, usage: dict[str, Any])
     }
 
 
-def response(request_id: str, model: str, text: str, finish: str, usage: Usage) -> dict[str, Any]:
-    return _body(request_id, text, finish, _usage(usage, completion=usage.completion_tokens))
+def response(request_id: str, model: str, outcome: Outcome) -> dict[str, Any]:
+    text, finish, usage, calls = outcome.text, outcome.finish, outcome.usage, outcome.calls
+    return _body(request_id, text, finish, _usage(usage, completion=usage.completion_tokens), calls)
 
 
-def stream(
-    request_id: str,
-    request: ParsedRequest,
-    pieces: list[str],
-    finish: str,
-    usage: Usage,
-) -> list[Frame]:
+def stream(request_id: str, request: ParsedRequest, outcome: Outcome) -> list[Frame]:
     """One ``GenerateContentResponse`` per piece, then the finish reason with the full usage.
+
+    Function calls come whole, all of a reply's parallel calls as parts of one event.
 
     Like the real API, every event carries ``usageMetadata`` (prompt tokens from the first
     event) and events are separated by CRLF pairs.
     """
+    pieces, finish, usage, calls = outcome.pieces, outcome.finish, outcome.usage, outcome.calls
 
     def event(data: dict[str, Any]) -> bytes:
         return f"data: {json.dumps(data)}\r\n\r\n".encode()
@@ -143,6 +158,9 @@ def stream(
         Frame(event(_body(request_id, p, None, _usage(usage, completion=None))), text=True)
         for p in pieces
     ]
+    if calls:
+        partial = _usage(usage, completion=None)
+        frames.append(Frame(event(_body(request_id, "", None, partial, calls)), text=True))
     final = _usage(usage, completion=usage.completion_tokens)
     frames.append(Frame(event(_body(request_id, "", finish, final))))
     return frames

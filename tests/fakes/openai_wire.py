@@ -10,7 +10,8 @@ import json
 import time
 from typing import Any
 
-from tests.fakes.wire import Frame, ParsedRequest, Usage
+from tests.fakes.behaviour import ToolCall, split_arguments
+from tests.fakes.wire import Frame, Outcome, ParsedRequest, Usage, other_fields
 
 ERRORS: dict[int, tuple[str, str | None, str]] = {
     401: (
@@ -48,12 +49,19 @@ def parse(body: dict[str, Any]) -> ParsedRequest:
         stream=bool(body.get("stream")),
         max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
         include_usage=bool(options.get("include_usage")),
+        tools=body.get("tools"),
+        params=other_fields(body, "model", "messages", "stream", "stream_options"),
     )
 
 
 def error_body(status: int, message: str | None = None) -> dict[str, Any]:
     kind, code, text = ERRORS.get(status, ("server_error", None, f"HTTP {status} from fake"))
     return {"error": {"message": message or text, "type": kind, "param": None, "code": code}}
+
+
+def error_event(status: int) -> bytes:
+    """An error sent as a stream event after a 200 (as OpenAI-compatible servers do)."""
+    return f"data: {json.dumps(error_body(status))}\n\n".encode()
 
 
 def context_error_body(limit: int, tokens: int) -> dict[str, Any]:
@@ -76,7 +84,22 @@ def _usage(usage: Usage) -> dict[str, int]:
     }
 
 
-def response(request_id: str, model: str, text: str, finish: str, usage: Usage) -> dict[str, Any]:
+def _call_id(request_id: str, index: int, call: ToolCall) -> str:
+    return call.id or f"call_{request_id}_{index}"
+
+
+def response(request_id: str, model: str, outcome: Outcome) -> dict[str, Any]:
+    text, finish, usage, calls = outcome.text, outcome.finish, outcome.usage, outcome.calls
+    message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}
+    if calls:
+        message["tool_calls"] = [
+            {
+                "id": _call_id(request_id, i, call),
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments_json},
+            }
+            for i, call in enumerate(calls)
+        ]
     return {
         "id": f"chatcmpl-{request_id}",
         "object": "chat.completion",
@@ -86,7 +109,7 @@ def response(request_id: str, model: str, text: str, finish: str, usage: Usage) 
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": finish,
             }
@@ -95,14 +118,13 @@ def response(request_id: str, model: str, text: str, finish: str, usage: Usage) 
     }
 
 
-def stream(
-    request_id: str,
-    request: ParsedRequest,
-    pieces: list[str],
-    finish: str,
-    usage: Usage,
-) -> list[Frame]:
-    """``chat.completion.chunk`` events, the usage chunk when asked for, then ``[DONE]``."""
+def stream(request_id: str, request: ParsedRequest, outcome: Outcome) -> list[Frame]:
+    """``chat.completion.chunk`` events, the usage chunk when asked for, then ``[DONE]``.
+
+    Tool calls follow the text one after another, as OpenAI sends parallel calls: a first
+    delta with the call's ``id`` and ``name``, then its ``arguments`` in fragments.
+    """
+    pieces, finish, usage, calls = outcome.pieces, outcome.finish, outcome.usage, outcome.calls
     created = int(time.time())
 
     def chunk(delta: dict[str, Any], finish_reason: str | None) -> bytes:
@@ -122,6 +144,17 @@ def stream(
 
     frames = [Frame(chunk({"role": "assistant", "content": "", "refusal": None}, None))]
     frames += [Frame(chunk({"content": piece}, None), text=True) for piece in pieces]
+    for i, call in enumerate(calls):
+        first = {
+            "index": i,
+            "id": _call_id(request_id, i, call),
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
+        frames.append(Frame(chunk({"tool_calls": [first]}, None), text=True))
+        for part in split_arguments(call.arguments_json):
+            fragment = {"index": i, "function": {"arguments": part}}
+            frames.append(Frame(chunk({"tool_calls": [fragment]}, None), text=True))
     frames.append(Frame(chunk({}, finish)))
     if request.include_usage:
         last = {

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.fakes.behaviour import Fault
+from tests.fakes.behaviour import Fault, Reply, ToolCall
 from tests.fakes.server import SENT_ROUTE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -50,8 +50,11 @@ class RemoteFakeProvider:
     def inject(self, *faults: Fault) -> None:
         self._call({"faults": [f.to_json() for f in faults]})
 
-    def queue_replies(self, *texts: str) -> None:
-        self._call({"replies": list(texts)})
+    def queue_replies(self, *replies: str | Reply) -> None:
+        self._call({"replies": [r if isinstance(r, str) else r.to_json() for r in replies]})
+
+    def queue_tool_calls(self, *calls: ToolCall, text: str = "") -> None:
+        self.queue_replies(Reply(text, calls))
 
     def configure(self, **options: Any) -> None:
         """Same keywords as ``Behaviour.configure`` (``unlimited=True`` clears the limit)."""

@@ -32,11 +32,13 @@ from tests.fakes.behaviour import (
     Behaviour,
     Fault,
     RecordedRequest,
+    Reply,
+    ToolCall,
     count_prompt,
     count_text,
     truncate_reply,
 )
-from tests.fakes.wire import Frame, ParsedRequest, Usage
+from tests.fakes.wire import Frame, Outcome, ParsedRequest, Usage
 
 ROUTES: dict[str, tuple[str, ModuleType]] = {
     "/v1/chat/completions": ("openai", openai_wire),
@@ -139,9 +141,14 @@ class _Handler(BaseHTTPRequestHandler):
                 prompt_tokens=prompt_tokens,
                 api_key=_api_key(self.headers, self.path),
                 body=body,
+                tools=request.tools,
+                params=request.params,
+                client_port=self.client_address[1],
             )
         )
         fault = behaviour.next_fault()
+        if fault is not None and fault.kind == "event" and not request.stream:
+            fault = Fault.error(fault.status)
         if fault is not None and fault.kind == "status":
             headers = {}
             hint: dict[str, float] = {}
@@ -160,16 +167,18 @@ class _Handler(BaseHTTPRequestHandler):
         if limit is not None and prompt_tokens > limit:
             self._send_json(400, wire.context_error_body(limit, prompt_tokens))
             return
-        text = behaviour.next_reply(request.messages)
-        pieces, finish = truncate_reply(text, request.max_tokens)
-        reply = "".join(pieces)
-        usage = Usage(prompt_tokens, count_text(reply))
+        scripted = behaviour.next_reply(request.messages)
+        pieces, finish = truncate_reply(scripted.text, request.max_tokens)
+        calls = scripted.tool_calls if finish == "stop" else ()
+        if calls:
+            finish = "tool_calls"
+        written = "".join(pieces) + "".join(c.arguments_json for c in calls)
+        outcome = Outcome(pieces, finish, Usage(prompt_tokens, count_text(written)), calls)
         request_id = f"fake{next(self.ids)}"
         if request.stream:
-            self._stream(wire.stream(request_id, request, pieces, finish, usage), fault)
+            self._stream(wire.stream(request_id, request, outcome), fault, wire)
         else:
-            payload = wire.response(request_id, request.model, reply, finish, usage)
-            self._respond(payload, fault)
+            self._respond(wire.response(request_id, request.model, outcome), fault)
 
     def _respond(self, payload: dict[str, Any], fault: Fault | None) -> None:
         if fault is None:
@@ -185,7 +194,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._go_silent(fault.seconds)
         self.close_connection = True
 
-    def _stream(self, frames: list[Frame], fault: Fault | None) -> None:
+    def _stream(self, frames: list[Frame], fault: Fault | None, wire: ModuleType) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
@@ -197,6 +206,10 @@ class _Handler(BaseHTTPRequestHandler):
             for frame in frames:
                 if frame.text:
                     if fault is not None and sent_text >= fault.after_chunks:
+                        if fault.kind == "event":
+                            self._write_chunk(wire.error_event(fault.status))
+                            self._write_chunk(b"")
+                            return
                         if fault.kind == "hang":
                             self._go_silent(fault.seconds)
                         self.close_connection = True
@@ -214,6 +227,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024
+    """Hundreds of streams connect at once in the load tests; the default backlog is 5."""
     block_on_close = False
     request_queue_size = 1024
     """Listen backlog: with the default 5, hundreds of clients connecting at once lose SYNs
@@ -297,8 +312,11 @@ class FakeProviderServer:
     def inject(self, *faults: Fault) -> None:
         self.behaviour.inject(*faults)
 
-    def queue_replies(self, *texts: str) -> None:
-        self.behaviour.queue_replies(*texts)
+    def queue_replies(self, *replies: str | Reply) -> None:
+        self.behaviour.queue_replies(*replies)
+
+    def queue_tool_calls(self, *calls: ToolCall, text: str = "") -> None:
+        self.behaviour.queue_tool_calls(*calls, text=text)
 
     def configure(self, **options: Any) -> None:
         self.behaviour.configure(**options)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from tests.fakes import (
     FakeProviderProcess,
     FakeProviderServer,
     Fault,
+    ToolCall,
     anthropic_spec,
     gemini_spec,
     openai_spec,
@@ -111,6 +113,36 @@ def test_stream_yields_deltas_then_usage(api: str, fake_provider: FakeProviderSe
     assert stream.usage is not None
     assert stream.usage.prompt_tokens == request.prompt_tokens
     assert stream.usage.completion_tokens > 0
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_generate_returns_parallel_tool_calls(api: str, fake_provider: FakeProviderServer) -> None:
+    fake_provider.queue_tool_calls(
+        ToolCall("get_weather", {"city": "Lisbon"}), ToolCall("get_weather", {"city": "Porto"})
+    )
+    result = llm.generate(
+        spec_for(api, fake_provider), MESSAGES, params={"tools": [WEATHER_TOOL], "top_p": 0.5}
+    )
+
+    assert result.finish_reason == "tool_calls"
+    assert [c["function"]["name"] for c in result.tool_calls] == ["get_weather"] * 2
+    assert [json.loads(c["function"]["arguments"]) for c in result.tool_calls] == [
+        {"city": "Lisbon"},
+        {"city": "Porto"},
+    ]
+    assert all(c["id"] for c in result.tool_calls)
+    [request] = fake_provider.requests
+    assert request.tools and "get_weather" in json.dumps(request.tools)
+    assert "0.5" in json.dumps(request.params)
 
 
 def test_anthropic_request_goes_to_the_messages_route(fake_provider: FakeProviderServer) -> None:
@@ -358,6 +390,21 @@ def test_faults_injected_into_a_provider_process(
     assert llm.generate(spec, MESSAGES).text == "from the other process"
     assert len(remote_fake_provider.requests) == 2
     assert remote_fake_provider.max_prompt_tokens == count_prompt(list(MESSAGES))  # type: ignore[arg-type]
+
+
+def test_tool_calls_scripted_in_a_provider_process(
+    remote_fake_provider: FakeProviderProcess,
+) -> None:
+    remote_fake_provider.queue_tool_calls(ToolCall("get_weather", {"city": "Oslo"}), text="On it.")
+    spec = anthropic_spec(remote_fake_provider.anthropic_base)
+
+    result = llm.generate(spec, MESSAGES, params={"tools": [WEATHER_TOOL]})
+
+    assert result.text == "On it."
+    assert [json.loads(c["function"]["arguments"]) for c in result.tool_calls] == [{"city": "Oslo"}]
+    [request] = remote_fake_provider.requests
+    assert request["tools"][0]["name"] == "get_weather"
+    assert request["params"]["max_tokens"] > 0
 
 
 # --- offline model -------------------------------------------------------------------------------
