@@ -33,8 +33,8 @@ from tokenwindow.events import Event, EventType, decode_event, is_terminal
 from tokenwindow.messages import Message
 from tokenwindow.metrics import active_since, build_snapshot
 from tokenwindow.models import OFFLINE_MODEL, get_registry
-from tokenwindow.producer import TaskProducer
 from tokenwindow.params import check_chat_params
+from tokenwindow.producer import TaskProducer
 from tokenwindow.protocol import TurnRequest, check_session_id
 from tokenwindow.replies import RESTARTED, RESTARTED_MESSAGE, ReplyAssembler
 from tokenwindow.sessions import Entry, decode_hash, session_summary

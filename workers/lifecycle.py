@@ -6,6 +6,7 @@ Sentry or the tokenizer files.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 from celery import signals
 
 from tokenwindow.counting import counter_for_encoding
+from tokenwindow.errors import TokenWindowError
+from tokenwindow.models import get_registry
 from tokenwindow.settings import get_settings
 from workers.llm import load_litellm
 from workers.logs import configure_logging, safe_fields
@@ -56,6 +59,8 @@ def _warm_up(**_: Any) -> None:
     for name in WARM_ENCODINGS:
         counter_for_encoding(name).count_text("warm")
     load_litellm()
+    with contextlib.suppress(TokenWindowError):
+        get_registry()  # a broken models file fails each turn clearly, not the worker's start
 
 
 def _task_started(task_id: str, task: Any, kwargs: dict[str, Any] | None = None, **_: Any) -> None:

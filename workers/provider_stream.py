@@ -13,6 +13,7 @@ litellm's own calls.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import weakref
 from collections.abc import AsyncIterator, Mapping
@@ -39,40 +40,50 @@ __all__ = [
     "shared_client",
 ]
 
-MAX_CONNECTIONS = 2_000
-"""Each stream holds one HTTP/1.1 connection; the pool must never be what limits a worker."""
-MAX_KEEPALIVE = 500
+SHARDS = 16
+"""The loop's connections are spread over this many clients: httpcore's pool scans all of its
+connections whenever a request starts or ends, which at 500 streams in one pool costs more
+than reading the stream."""
+MAX_CONNECTIONS = 2_000 // SHARDS
+"""Each stream holds one HTTP/1.1 connection; the pools must never be what limits a worker."""
+MAX_KEEPALIVE = 512 // SHARDS
 KEEPALIVE_SECONDS = 30.0
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[httpx.AsyncClient]] = (
     weakref.WeakKeyDictionary()
 )
+_turns = itertools.count()
 
 
 def shared_client() -> httpx.AsyncClient:
-    """The running loop's client (connection pools cannot cross event loops).
+    """One of the running loop's clients, in turn (connection pools cannot cross loops).
 
     Timeouts are set per request from settings, so one client serves every model.
     """
     loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None or client.is_closed:
-        client = httpx.AsyncClient(
-            limits=httpx.Limits(
-                max_connections=MAX_CONNECTIONS,
-                max_keepalive_connections=MAX_KEEPALIVE,
-                keepalive_expiry=KEEPALIVE_SECONDS,
-            ),
-            timeout=None,
-        )
-        _clients[loop] = client
-    return client
+    clients = _clients.get(loop)
+    if clients is None:
+        clients = _clients[loop] = [_new_client() for _ in range(SHARDS)]
+    index = next(_turns) % SHARDS
+    if clients[index].is_closed:
+        clients[index] = _new_client()
+    return clients[index]
+
+
+def _new_client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        limits=httpx.Limits(
+            max_connections=MAX_CONNECTIONS,
+            max_keepalive_connections=MAX_KEEPALIVE,
+            keepalive_expiry=KEEPALIVE_SECONDS,
+        ),
+        timeout=None,
+    )
 
 
 async def close_shared_client() -> None:
-    """Close the running loop's client (at worker shutdown): its kept-alive connections go."""
-    client = _clients.pop(asyncio.get_running_loop(), None)
-    if client is not None:
+    """Close the running loop's clients (at worker shutdown): kept-alive connections go."""
+    for client in _clients.pop(asyncio.get_running_loop(), []):
         await client.aclose()
 
 
