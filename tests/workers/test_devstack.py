@@ -178,5 +178,5 @@ def test_the_main_job_runs_the_demo_end_to_end() -> None:
         assert worker_line not in out + result.stderr, worker_line
     folder = out.split("Worker and Flower logs of this run: ", 1)[1].split("\n", 1)[0]
     logs = {path.name: path.read_text(encoding="utf-8") for path in (ROOT / folder).iterdir()}
-    assert set(logs) == {"worker_fast.log", "worker_llm.log", "flower.log"}
+    assert set(logs) == {"worker_fast.log", "worker_llm.log", "worker_summarize.log", "flower.log"}
     assert "task started" in logs["worker_llm.log"]
