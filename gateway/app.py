@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=config,
             client=client,
             queues=QueueMonitor(config, client.redis),
-            workers=WorkerPinger(config.effective_broker_url),
+            workers=WorkerPinger(config),
             requests=requests,
         )
         app.state.gateway = gateway

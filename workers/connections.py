@@ -12,6 +12,7 @@ import redis
 from tokenwindow.eventlog import EventLog
 from tokenwindow.metrics import MetricsRecorder
 from tokenwindow.settings import get_settings
+from tokenwindow.topology import sync_redis
 from workers.session_store import SessionStore
 
 STALE_TURN_MARGIN_SECONDS = 120
@@ -20,7 +21,7 @@ STALE_TURN_MARGIN_SECONDS = 120
 
 @functools.cache
 def get_redis() -> redis.Redis:
-    return redis.Redis.from_url(get_settings().redis_url, health_check_interval=30)
+    return sync_redis(get_settings(), health_check_interval=30)
 
 
 @functools.cache
