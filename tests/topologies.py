@@ -7,15 +7,20 @@ use it, so a test can run the whole pipeline against either:
     def test_x(redis_cluster: ClusterTopology, tmp_path: Path) -> None:
         with stack(tmp_path, **redis_cluster.env) ...
 
-The fixtures ``redis_cluster`` and ``redis_sentinel`` are registered for every test (see
+The fixtures ``redis_cluster``, ``redis_sentinel`` and ``rabbitmq_node`` (a private RabbitMQ,
+for quorum queues) are registered for every test (see
 ``tests/conftest.py``); ``start_cluster`` and ``start_sentinel`` serve scripts and benchmarks.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +80,61 @@ class SentinelServer(RedisServer):
         binary = shutil.which("redis-server")
         assert binary, "Sentinel tests need redis-server on PATH"
         return [binary, str(self.config), "--sentinel"]
+
+
+class RabbitNode:
+    """A private single-node RabbitMQ on a free loopback port (quorum queues work on one node).
+
+    Its own node name, data directory and ports: the machine's RabbitMQ is never touched.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.name = f"tw{uuid.uuid4().hex[:8]}@localhost"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def binary() -> Path | None:
+        """The real start script (the one on PATH is a wrapper that switches user)."""
+        found = shutil.which("rabbitmq-server")
+        return Path(found).resolve().parent / "rabbitmq-server" if found else None
+
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+
+    def start(self) -> RabbitNode:
+        binary = self.binary()
+        assert binary is not None, "RabbitMQ tests need rabbitmq-server"
+        (self.workdir / "plugins").write_text("", encoding="utf-8")
+        env = {
+            **os.environ,
+            "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_MNESIA_BASE": str(self.workdir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.workdir / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.workdir / "plugins"),
+            "RABBITMQ_PID_FILE": str(self.workdir / "pid"),
+            "RABBITMQ_CONFIG_FILE": str(self.workdir / "none"),
+        }
+        log = (self.workdir / "rabbitmq.log").open("ab")
+        self.process = subprocess.Popen(
+            [str(binary)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+        def accepts() -> bool:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+
+        _wait(accepts, f"RabbitMQ node {self.name} did not listen", timeout=90)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
 
 
 @dataclass
@@ -184,6 +244,17 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterT
     finally:
         for server in (*topology.nodes, topology.broker):
             server.kill()
+
+
+@pytest.fixture
+def rabbitmq_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
+    if RabbitNode.binary() is None:
+        pytest.skip("rabbitmq-server is not installed (apt-get install rabbitmq-server)")
+    node = RabbitNode(tmp_path_factory.mktemp("rabbitmq")).start()
+    try:
+        yield node
+    finally:
+        node.stop()
 
 
 @pytest.fixture
