@@ -61,7 +61,8 @@ class Settings(BaseSettings):
     client_max_connections: int = Field(1_000, gt=0)
     """Connections one client may open; every live ``subscribe`` holds one (blocking read)."""
     broker_url: str | None = Field(None, validation_alias=_env("BROKER_URL"))
-    """Celery broker; defaults to ``redis_url``. ``amqp://`` selects RabbitMQ."""
+    """Celery broker; defaults to the Redis of session state (``tokenwindow.topology``).
+    ``amqp://`` selects RabbitMQ."""
     redis_url_explicit: bool = Field(False, exclude=True)
     """True when ``REDIS_URL`` came from the environment: then no embedded Redis is started."""
     redis_cluster: bool = False
@@ -231,10 +232,6 @@ class Settings(BaseSettings):
                 "TOKENWINDOW_SUMMARIZATION_TIME_LIMIT"
             )
         return self
-
-    @property
-    def effective_broker_url(self) -> str:
-        return self.broker_url or self.redis_url
 
     @property
     def longest_task_seconds(self) -> int:

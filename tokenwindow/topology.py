@@ -57,12 +57,12 @@ def _sentinel_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def sync_redis(settings: Settings, url: str | None = None, **options: Any) -> redis.Redis:
-    """A blocking client for session state (``url`` overrides ``REDIS_URL``).
+def sync_redis(settings: Settings, **options: Any) -> redis.Redis:
+    """A blocking client for session state; ``options`` go to every connection.
 
     A cluster client is typed as ``redis.Redis``: it offers the same commands, routed by slot.
     """
-    url = url or settings.redis_url
+    url = settings.redis_url
     if settings.sentinels:
         sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             settings.sentinels, sentinel_kwargs=_sentinel_options(settings)
@@ -76,9 +76,9 @@ def sync_redis(settings: Settings, url: str | None = None, **options: Any) -> re
     return redis.Redis.from_url(url, **options)
 
 
-def async_redis(settings: Settings, url: str | None = None, **options: Any) -> redis.asyncio.Redis:
+def async_redis(settings: Settings, **options: Any) -> redis.asyncio.Redis:
     """The asyncio twin of :func:`sync_redis`."""
-    url = url or settings.redis_url
+    url = settings.redis_url
     if settings.sentinels:
         sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             settings.sentinels, sentinel_kwargs=_sentinel_options(settings)
