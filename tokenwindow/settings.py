@@ -184,6 +184,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "TOKENWINDOW_SENTINELS and TOKENWINDOW_SENTINEL_MASTER must be set together"
             )
+        if urlsplit(self.broker_url or "").scheme == "sentinel" and not self.sentinel_master:
+            raise ValueError(
+                "BROKER_URL=sentinel://... needs TOKENWINDOW_SENTINELS and "
+                "TOKENWINDOW_SENTINEL_MASTER (the master's name)"
+            )
         if self.sentinels and self.redis_cluster:
             raise ValueError(
                 "TOKENWINDOW_REDIS_CLUSTER and TOKENWINDOW_SENTINELS exclude each other"

@@ -186,6 +186,7 @@ def test_the_worker_config_follows_the_topology(monkeypatch: pytest.MonkeyPatch)
             "exclude each other",
         ),
         ({"TOKENWINDOW_BROKER_QUORUM_QUEUES": "true"}, "needs BROKER_URL=amqp://"),
+        ({"BROKER_URL": "sentinel://10.0.0.1:26379"}, "needs TOKENWINDOW_SENTINELS"),
     ],
 )
 def test_an_incomplete_topology_stops_start_up_naming_the_variable(
