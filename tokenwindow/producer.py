@@ -46,8 +46,12 @@ class TaskProducer:
             self.app.conf.update(
                 broker_transport_options=celery_broker(settings).transport_options,
                 result_backend_transport_options=celery_result_backend(settings).transport_options,
-                task_queues=celery_queues(settings),
             )
+        if settings is not None and settings.broker_quorum_queues:
+            # RabbitMQ refuses a declaration that differs from the workers'. Only then: queues
+            # made from the routes bind by their own name, while declared plain ones would take
+            # this send-only app's default exchange and share one routing key.
+            self.app.conf.task_queues = celery_queues(settings)
 
     @classmethod
     def for_settings(cls, settings: Settings, *, with_results: bool = False) -> TaskProducer:

@@ -20,6 +20,7 @@ import redis.cluster
 import redis.sentinel
 
 from tests.chaos.support import BIG_MODEL, stack
+from tests.conftest import TEST_REDIS_URL
 from tests.topologies import ClusterTopology, SentinelTopology
 from tokenwindow.client import TokenManagementClient
 from tokenwindow.constants import (
@@ -290,3 +291,21 @@ def test_a_turn_on_a_cluster(
                 )
 
         assert asyncio.run(run())["content"]
+
+
+def test_a_producer_puts_each_task_on_its_own_queue_only(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One message per send: each queue is bound by its own name, never a shared key."""
+    from tokenwindow.constants import TASK_ROUTES
+    from tokenwindow.producer import TaskProducer
+
+    s = settings(monkeypatch, REDIS_URL=TEST_REDIS_URL)
+    first_of_queue = {queue: name for name, queue in reversed(list(TASK_ROUTES.items()))}
+    producer = TaskProducer.for_settings(s)
+    try:
+        for name in first_of_queue.values():
+            producer.send(name, {"session_id": "s"})
+    finally:
+        producer.close()
+    assert {q: redis_client.llen(q) for q in QUEUES} == dict.fromkeys(QUEUES, 1)
