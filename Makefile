@@ -13,7 +13,7 @@ FORMAT_FLAGS := --extend-exclude '*.md'
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test lint format mypy bench chaos clean
+.PHONY: install run test lint format mypy bench chaos clean base-image image compose-test
 
 install: $(STAMP)
 
@@ -49,6 +49,32 @@ bench: install
 # The fault scenarios of tests/chaos at full size (the test suite runs them small).
 chaos: install
 	$(BIN)/python -m bench.chaos $(ARGS)
+
+# --- Docker ------------------------------------------------------------------------------------
+# The engine must run without a bridge (dockerd --bridge=none --iptables=false); nothing is pulled:
+# the base image is made from Debian's packages. BuildKit is needed for the CA build secret: the
+# CLI uses buildx when it has it, else the CLI on the default PATH (Debian's docker.io builds in).
+BASE_IMAGE ?= tokenwindow-base:bookworm
+IMAGE ?= tokenwindow:local
+PIP_CERT_FILE ?= /etc/ssl/certs/ca-certificates.crt
+ROOTFS := .tokenwindow/rootfs
+comma := ,
+DOCKER_BUILD ?= $(shell docker buildx version >/dev/null 2>&1 && echo docker || command -v -p docker)
+
+base-image:
+	docker image inspect $(BASE_IMAGE) >/dev/null 2>&1 || { \
+	  debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+	    bookworm $(ROOTFS) && tar -C $(ROOTFS) -c . | docker import - $(BASE_IMAGE) && rm -rf $(ROOTFS); }
+
+# The registries' CA (when this machine needs one) reaches the install step only, as a secret.
+image:
+	DOCKER_BUILDKIT=1 $(DOCKER_BUILD) build --network host --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	  $(if $(wildcard $(PIP_CERT_FILE)),--secret id=pip_cert$(comma)src=$(PIP_CERT_FILE)) -t $(IMAGE) .
+
+# Build, compose up on the host network at free ports, a turn via the gateway and the client, down.
+compose-test: install base-image
+	TOKENWINDOW_BASE_IMAGE=$(BASE_IMAGE) TOKENWINDOW_TEST_IMAGE=$(IMAGE) \
+	  $(BIN)/python -m pytest $(PYTEST_FLAGS) tests/deploy/test_compose.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -7,15 +7,16 @@ task is redelivered only when its worker is really gone.
 
 from __future__ import annotations
 
-from kombu.entity import Queue
-
-from tokenwindow.constants import QUEUE_FAST, QUEUES, TASK_ROUTES
+from tokenwindow.constants import QUEUE_FAST, TASK_ROUTES
 from tokenwindow.settings import get_settings
+from tokenwindow.topology import celery_broker, celery_queues, celery_result_backend
 
 _settings = get_settings()
+_broker = celery_broker(_settings)
+_results = celery_result_backend(_settings)
 
-broker_url = _settings.effective_broker_url
-result_backend = _settings.redis_url
+broker_url = _broker.url
+result_backend = _results.url
 broker_connection_retry_on_startup = True
 RESTORE_SWEEP_SECONDS = 5
 """How often a worker looks for unacked messages whose worker died (kombu's default is ~100 s)."""
@@ -24,8 +25,10 @@ broker_transport_options = {
     "visibility_timeout": _settings.longest_task_seconds + _settings.visibility_margin_seconds,
     "unacked_restore_interval": RESTORE_SWEEP_SECONDS,
     "unacked_restore_throttle": 1,
+    # Sentinel's master name; publisher confirms with quorum queues (see tokenwindow.topology).
+    **_broker.transport_options,
 }
-result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
+result_backend_transport_options = {"retry_policy": {"timeout": 5.0}, **_results.transport_options}
 
 task_serializer = "json"
 result_serializer = "json"
@@ -39,7 +42,7 @@ transcripts) opt back in."""
 task_store_errors_even_if_ignored = True
 """A task that crashed keeps its failure (type and message, no reply text) for whoever asks."""
 
-task_queues = [Queue(name) for name in QUEUES]  # type: ignore[no-untyped-call]
+task_queues = celery_queues(_settings)
 task_default_queue = QUEUE_FAST
 task_routes = {name: {"queue": queue} for name, queue in TASK_ROUTES.items()}
 task_create_missing_queues = False

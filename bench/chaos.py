@@ -22,6 +22,7 @@ import redis
 from tests.chaos import scenarios
 from tests.chaos.scenarios import Row
 from tests.chaos.support import RedisServer
+from tests.topologies import RabbitNode
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
@@ -99,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
             ("redis restart", scenarios.redis_restart),
             ("redis pause", lambda d: scenarios.redis_pause(d, args.pause)),
             ("slow subscriber", scenarios.slow_subscriber),
+            ("sentinel failover", scenarios.sentinel_failover),
+        ]
+        if RabbitNode.binary() is not None:
+            plan.append(
+                ("kill streaming quorum", lambda d: scenarios.kill_streaming_quorum(d, url))
+            )
+        plan += [
             (
                 "load",
                 lambda d: scenarios.load(d, url, sessions=args.sessions, turns=args.turns),

@@ -74,8 +74,8 @@ class QueueMonitor:
 class WorkerPinger:
     """Celery control pings over the broker, from a send-only app."""
 
-    def __init__(self, broker_url: str) -> None:
-        self._producer = TaskProducer(broker_url)
+    def __init__(self, settings: Settings) -> None:
+        self._producer = TaskProducer.for_settings(settings)
 
     def ping(self) -> list[str]:
         """Names of the workers that answered (blocking: run it in a thread)."""

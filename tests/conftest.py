@@ -25,7 +25,7 @@ for _key in (
 ):
     os.environ.pop(_key, None)
 
-pytest_plugins = ["tests.fakes.fixtures", "tests.harness"]
+pytest_plugins = ["tests.fakes.fixtures", "tests.harness", "tests.topologies"]
 
 
 @pytest.fixture

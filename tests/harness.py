@@ -15,18 +15,23 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from celery import Celery
 
 from tokenwindow.constants import QUEUES
+from tokenwindow.errors import ConfigurationError
+from tokenwindow.settings import load_settings
+from tokenwindow.topology import CeleryEndpoint, celery_broker
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_SECONDS = 60.0
 
 
-def ping(broker_url: str, node: str, timeout: float = 0.5) -> bool:
+def ping(broker_url: str, node: str, timeout: float = 0.5, **transport: Any) -> bool:
     app = Celery(broker=broker_url, set_as_current=False)
+    app.conf.broker_transport_options = transport
     try:
         replies = app.control.ping(destination=[node], timeout=timeout)
     finally:
@@ -58,7 +63,17 @@ class WorkerProcess:
 
     @property
     def broker_url(self) -> str:
-        return self.env.get("BROKER_URL") or self.env["REDIS_URL"]
+        return self.broker.url
+
+    @property
+    def broker(self) -> CeleryEndpoint:
+        """The broker as the worker sees it from its environment (Sentinel included)."""
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(os, "environ", self.env)
+            try:
+                return celery_broker(load_settings(_env_file=None))
+            except ConfigurationError:  # the worker will refuse to start: say why there
+                return CeleryEndpoint(self.env.get("BROKER_URL") or self.env["REDIS_URL"])
 
     def start(self, *, wait: bool = True) -> WorkerProcess:
         command = [
@@ -99,7 +114,8 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.process.returncode}; see log")
-            if ping(self.broker_url, self.node):
+            broker = self.broker
+            if ping(broker.url, self.node, **broker.transport_options):
                 return
         raise TimeoutError(f"worker {self.node} did not answer a ping in {timeout} s")
 

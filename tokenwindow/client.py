@@ -39,6 +39,7 @@ from tokenwindow.protocol import TurnRequest, check_session_id
 from tokenwindow.replies import RESTARTED, RESTARTED_MESSAGE, ReplyAssembler
 from tokenwindow.sessions import Entry, decode_hash, session_summary
 from tokenwindow.settings import Settings, StrategyName, get_settings
+from tokenwindow.topology import async_redis
 
 READ_BLOCK_MS = 1_000
 """How long one blocking read waits; bounds how quickly a cancelled subscriber notices."""
@@ -54,17 +55,19 @@ class TokenManagementClient:
 
     def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        url = redis_url or self.settings.redis_url
-        self.redis = redis.asyncio.Redis.from_url(
-            url, decode_responses=True, max_connections=self.settings.client_max_connections
+        if redis_url:
+            self.settings = self.settings.model_copy(update={"redis_url": redis_url})
+        self.redis = async_redis(
+            self.settings,
+            decode_responses=True,
+            max_connections=self.settings.client_max_connections,
         )
         self._events = AsyncEventLog(
             self.redis,
             maxlen=self.settings.stream_maxlen,
             ttl_seconds=self.settings.session_ttl_seconds,
         )
-        broker = self.settings.broker_url or url
-        self._producer = TaskProducer(broker)
+        self._producer = TaskProducer.for_settings(self.settings)
 
     async def __aenter__(self) -> TokenManagementClient:
         return self

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -28,6 +29,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from tokenwindow.errors import ConfigurationError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+"""URL schemes of a plain Redis (kombu's and redis-py's)."""
 
 
 class StrategyName(StrEnum):
@@ -60,9 +63,25 @@ class Settings(BaseSettings):
     client_max_connections: int = Field(1_000, gt=0)
     """Connections one client may open; every live ``subscribe`` holds one (blocking read)."""
     broker_url: str | None = Field(None, validation_alias=_env("BROKER_URL"))
-    """Celery broker; defaults to ``redis_url``. ``amqp://`` selects RabbitMQ."""
+    """Celery broker; defaults to the Redis of session state (``tokenwindow.topology``).
+    ``amqp://`` selects RabbitMQ."""
     redis_url_explicit: bool = Field(False, exclude=True)
     """True when ``REDIS_URL`` came from the environment: then no embedded Redis is started."""
+    redis_cluster: bool = False
+    """Session state on a Redis Cluster; ``REDIS_URL`` names any node, ``BROKER_URL`` is then
+    required (a cluster cannot hold Celery's broker lists or its result backend)."""
+    sentinels: Annotated[list[tuple[str, int]], NoDecode] = Field(default_factory=list)
+    """Sentinel addresses, ``host:port,host:port``: Redis is the master they name. ``REDIS_URL``
+    still gives the database number and the master's password."""
+    sentinel_master: str | None = None
+    """The name the sentinels monitor the master under (``sentinel monitor NAME ...``)."""
+    sentinel_password: SecretStr | None = None
+    """Password of the sentinels themselves, when they require one."""
+    result_backend: str | None = None
+    """Celery's result backend; defaults to the Redis that holds session state (with a cluster:
+    ``BROKER_URL`` when it is a Redis)."""
+    broker_quorum_queues: bool = False
+    """RabbitMQ only: declare the task queues as quorum queues and publish with confirms."""
 
     # --- providers -------------------------------------------------------------------------
     openai_api_key: SecretStr | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
@@ -172,6 +191,61 @@ class Settings(BaseSettings):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
 
+    @field_validator("sentinels", mode="before")
+    @classmethod
+    def _split_sentinels(cls, value: object) -> object:
+        """``TOKENWINDOW_SENTINELS=10.0.0.1:26379,10.0.0.2:26379``: every entry needs a port."""
+        if not isinstance(value, str):
+            return value
+        addresses = []
+        for item in (part.strip() for part in value.split(",")):
+            host, _, port = item.rpartition(":")
+            if not item:
+                continue
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port entries separated by commas, got {item!r}")
+            addresses.append((host.strip("[]"), int(port)))
+        return addresses
+
+    @model_validator(mode="after")
+    def _topology_complete(self) -> Settings:
+        if bool(self.sentinels) != bool(self.sentinel_master):
+            raise ValueError(
+                "TOKENWINDOW_SENTINELS and TOKENWINDOW_SENTINEL_MASTER must be set together"
+            )
+        if urlsplit(self.broker_url or "").scheme == "sentinel" and not self.sentinel_master:
+            raise ValueError(
+                "BROKER_URL=sentinel://... needs TOKENWINDOW_SENTINELS and "
+                "TOKENWINDOW_SENTINEL_MASTER (the master's name)"
+            )
+        if self.sentinels and self.redis_cluster:
+            raise ValueError(
+                "TOKENWINDOW_REDIS_CLUSTER and TOKENWINDOW_SENTINELS exclude each other"
+            )
+        if self.redis_cluster and not self.broker_url:
+            raise ValueError(
+                "BROKER_URL is required with TOKENWINDOW_REDIS_CLUSTER=true "
+                "(RabbitMQ or a plain Redis: a cluster cannot be the broker)"
+            )
+        if (
+            self.redis_cluster
+            and not self.result_backend
+            and urlsplit(self.broker_url or "").scheme not in REDIS_SCHEMES
+        ):
+            raise ValueError(
+                "TOKENWINDOW_RESULT_BACKEND is required with TOKENWINDOW_REDIS_CLUSTER=true "
+                "and a broker that is not Redis (a cluster cannot be the result backend)"
+            )
+        if self.broker_quorum_queues and urlsplit(self.broker_url or "").scheme not in (
+            "amqp",
+            "amqps",
+            "pyamqp",
+        ):
+            raise ValueError(
+                "TOKENWINDOW_BROKER_QUORUM_QUEUES=true needs BROKER_URL=amqp://... (RabbitMQ)"
+            )
+        return self
+
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> Settings:
         # Messages name the environment variables: that is what an operator has to change.
@@ -192,10 +266,6 @@ class Settings(BaseSettings):
                 "TOKENWINDOW_SUMMARIZATION_TIME_LIMIT"
             )
         return self
-
-    @property
-    def effective_broker_url(self) -> str:
-        return self.broker_url or self.redis_url
 
     @property
     def longest_task_seconds(self) -> int:

@@ -13,6 +13,7 @@ import redis.exceptions
 
 from tokenwindow.errors import UnreachableError
 from tokenwindow.settings import Settings
+from tokenwindow.topology import celery_broker
 
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
@@ -44,7 +45,7 @@ def redis_unreachable(settings: Settings) -> UnreachableError:
 def broker_unreachable(settings: Settings) -> UnreachableError:
     setting = "BROKER_URL" if settings.broker_url else "BROKER_URL (unset, so REDIS_URL)"
     return UnreachableError(
-        f"the broker does not answer at {hide_password(settings.effective_broker_url)}: "
+        f"the broker does not answer at {hide_password(celery_broker(settings).url)}: "
         f"start it, or set {setting} to a broker that runs"
     )
 

@@ -13,6 +13,7 @@ import redis
 from tokenwindow.eventlog import EventLog
 from tokenwindow.metrics import MetricsRecorder
 from tokenwindow.settings import get_settings
+from tokenwindow.topology import sync_redis
 from workers.ledger import Ledger, Limits
 from workers.session_store import SessionStore
 
@@ -26,14 +27,20 @@ taken over this soon after (its redelivery waits for the broker's visibility tim
 
 WORKER_POOL_CONNECTIONS = 256
 """Connections one worker process may open; beyond that a task thread waits for a free one
-(a ``threads`` pool runs hundreds of turns, each holding a connection only for a step)."""
+(a ``threads`` pool runs hundreds of turns, each holding a connection only for a step). Cluster
+and Sentinel clients keep their own pools, capped at this per node."""
 POOL_WAIT_SECONDS = 20
 
 
 @functools.cache
 def get_redis() -> redis.Redis:
+    settings = get_settings()
+    if settings.redis_cluster or settings.sentinels:
+        return sync_redis(
+            settings, max_connections=WORKER_POOL_CONNECTIONS, health_check_interval=30
+        )
     pool = redis.BlockingConnectionPool.from_url(
-        get_settings().redis_url,
+        settings.redis_url,
         max_connections=WORKER_POOL_CONNECTIONS,
         timeout=POOL_WAIT_SECONDS,
         health_check_interval=30,

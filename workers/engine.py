@@ -19,7 +19,8 @@ import redis.asyncio
 import redis.exceptions
 
 from tokenwindow.scripts import AsyncScript
-from tokenwindow.settings import get_settings
+from tokenwindow.settings import Settings, get_settings
+from tokenwindow.topology import async_redis
 from workers.connections import POOL_WAIT_SECONDS, WORKER_POOL_CONNECTIONS, get_ledger
 from workers.ledger import RENEW_SCRIPT, lua_source, renew_header, script_args
 from workers.publisher import StreamPublisher
@@ -35,13 +36,7 @@ class Engine:
         self._thread = threading.Thread(target=self.loop.run_forever, name="streams", daemon=True)
         self._thread.start()
         settings = get_settings()
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=WORKER_POOL_CONNECTIONS,
-            timeout=POOL_WAIT_SECONDS,
-            health_check_interval=30,
-        )
-        self.redis = redis.asyncio.Redis(connection_pool=pool)
+        self.redis = _async_client(settings)
         self.publisher = StreamPublisher(
             self.redis,
             flush_ms=settings.stream_flush_ms,
@@ -66,6 +61,20 @@ class Engine:
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on the loop and wait for it from the calling (task) thread."""
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+
+def _async_client(settings: Settings) -> redis.asyncio.Redis:
+    if settings.redis_cluster or settings.sentinels:
+        return async_redis(
+            settings, max_connections=WORKER_POOL_CONNECTIONS, health_check_interval=30
+        )
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=WORKER_POOL_CONNECTIONS,
+        timeout=POOL_WAIT_SECONDS,
+        health_check_interval=30,
+    )
+    return redis.asyncio.Redis(connection_pool=pool)
 
 
 @functools.cache

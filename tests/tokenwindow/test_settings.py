@@ -11,6 +11,7 @@ import pytest
 
 from tokenwindow.errors import ConfigurationError
 from tokenwindow.settings import DEFAULT_REDIS_URL, Settings, StrategyName, load_settings
+from tokenwindow.topology import celery_broker
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SEED_VARIABLES = (
@@ -52,7 +53,7 @@ def test_defaults() -> None:
     s = settings()
     assert s.redis_url == DEFAULT_REDIS_URL == "redis://127.0.0.1:6379/0"
     assert s.redis_url_explicit is False
-    assert s.effective_broker_url == s.redis_url
+    assert celery_broker(s).url == s.redis_url
     assert s.default_strategy is StrategyName.HYBRID
     assert s.log_level == "INFO"
     assert (s.soft_threshold, s.hard_threshold, s.target_ratio) == (0.75, 0.95, 0.5)

@@ -19,6 +19,7 @@ from tokenwindow.bulk.jobs import error_record
 from tokenwindow.constants import TASK_COMPRESS_TRANSCRIPT
 from tokenwindow.errors import ConfigurationError
 from tokenwindow.producer import TaskProducer
+from tokenwindow.settings import Settings
 
 POLL_SECONDS = 0.01
 STATS_TIMEOUT_SECONDS = 1.0
@@ -47,9 +48,16 @@ class CeleryRunner:
     """Sends ``tokenwindow.compress_transcript`` and collects the results as they finish."""
 
     def __init__(
-        self, broker_url: str, backend_url: str, *, salt: str, capacity: int | None = None
+        self,
+        broker_url: str,
+        backend_url: str,
+        *,
+        salt: str,
+        capacity: int | None = None,
+        settings: Settings | None = None,
     ) -> None:
-        self.producer = TaskProducer(broker_url, backend_url=backend_url)
+        """``settings`` carry the topology's transport options (Sentinel, quorum queues)."""
+        self.producer = TaskProducer(broker_url, backend_url=backend_url, settings=settings)
         self.backend = self.producer.app.backend
         self.salt = salt
         self.capacity = capacity or IN_FLIGHT_PER_PROCESS * self._worker_processes()

@@ -26,6 +26,7 @@ from tokenwindow.cli.count import DEFAULT_MODEL
 from tokenwindow.errors import ConfigurationError, InvalidInputError
 from tokenwindow.models import get_registry
 from tokenwindow.settings import Settings, StrategyName, get_settings
+from tokenwindow.topology import celery_broker, celery_result_backend
 
 EXIT_INTERRUPTED = 130
 RUNNERS = "tokenwindow.runners"
@@ -122,10 +123,11 @@ def _runner(args: argparse.Namespace, settings: Settings) -> Runner:
     if args.local:
         return _local_runner(settings)
     return CeleryRunner(
-        settings.effective_broker_url,
-        settings.redis_url,
+        celery_broker(settings).url,
+        celery_result_backend(settings).url,
         salt=str(args.output.resolve()),
         capacity=args.concurrency,
+        settings=settings,
     )
 
 

@@ -20,6 +20,7 @@ from tokenwindow.events import EventType
 from tokenwindow.models import OFFLINE_MODEL, get_registry
 from tokenwindow.producer import TaskProducer
 from tokenwindow.settings import Settings
+from tokenwindow.topology import celery_broker
 from tokenwindow.unreachable import hide_password
 
 if TYPE_CHECKING:
@@ -192,7 +193,7 @@ class Player:
 
 def _check_workers(settings: Settings) -> None:
     """One line, not a five-minute wait, when no worker would serve the turns."""
-    producer = TaskProducer(settings.effective_broker_url)
+    producer = TaskProducer.for_settings(settings)
     try:
         replies = producer.app.control.ping(timeout=PING_TIMEOUT_SECONDS)
     finally:
@@ -200,8 +201,8 @@ def _check_workers(settings: Settings) -> None:
     if not replies:
         raise UnreachableError(
             "no worker answers on the broker at "
-            f"{hide_password(settings.effective_broker_url)}: start them (`make run`, or the "
-            "Procfile's worker_fast and worker_llm), or set BROKER_URL to theirs"
+            f"{hide_password(celery_broker(settings).url)}: start them (`make run`, or the "
+            "Procfile's workers), or set BROKER_URL to theirs"
         )
 
 

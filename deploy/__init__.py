@@ -1,0 +1,1 @@
+"""Deployment tooling: ``deploy.ecs`` (``./deploy.sh``) brings the compose services to AWS ECS."""

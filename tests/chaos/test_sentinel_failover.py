@@ -1,0 +1,38 @@
+"""Sentinel: kill -9 the master halfway through 20 turns across 5 sessions (one run, two tests).
+
+Every turn the client saw complete is in the promoted replica's transcript, and new sessions'
+turns complete. Turns in flight at the kill are the turn pipeline's part: see the second test.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.chaos import scenarios
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def failover(tmp_path_factory: pytest.TempPathFactory) -> scenarios.FailoverRow:
+    row = scenarios.sentinel_failover(tmp_path_factory.mktemp("failover"), sessions=5, turns=4)
+    print(f"\n{row.fault}: {row.note}; recovery {row.recovery_s:.1f} s; {row.problems}")
+    return row
+
+
+def test_no_acknowledged_turn_is_lost_and_new_turns_work(
+    failover: scenarios.FailoverRow,
+) -> None:
+    assert failover.sent == 25
+    assert failover.acknowledged_missing == 0
+    assert (failover.new_completed, failover.new_sent) == (5, 5)
+
+
+@pytest.mark.xfail(
+    reason="a turn's transitions are several Redis writes, so the promoted replica can hold half "
+    "of one: the turn is then finished twice or its session waits for stale eviction "
+    "(one atomic script per transition is issue 11)",
+    strict=False,
+)
+def test_turns_in_flight_at_the_kill_finish_once(failover: scenarios.FailoverRow) -> None:
+    assert (failover.stranded, failover.duplicated) == (0, 0), failover.problems
