@@ -2,16 +2,21 @@
 
 redis-py's ``Script`` asks ``SCRIPT EXISTS`` before every pipeline that holds one: a round trip
 per pipeline. Here a script is loaded once; a ``NOSCRIPT`` reply (a restarted or flushed Redis)
-loads it again and re-runs only the script.
+loads it again and re-runs only the script. A Redis Cluster client refuses scripts inside a
+pipeline: there the other commands go in their own pipeline and the script alone (and several
+calls run concurrently).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 import redis.exceptions
 
 Along = Callable[[Any], None]
@@ -35,6 +40,15 @@ class SyncScript:
 
     def __call__(self, keys: Sequence[str], args: Args, *, along: Along | None = None) -> Any:
         sha = self._sha or self._load()
+        if isinstance(self.client, redis.cluster.RedisCluster):
+            if along is not None:
+                pipe = self.client.pipeline(transaction=False)
+                along(pipe)
+                pipe.execute()
+            try:
+                return self.client.evalsha(sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                return self.client.evalsha(self._load(), len(keys), *keys, *args)
         pipe = self.client.pipeline(transaction=False)
         if along is not None:
             along(pipe)
@@ -66,6 +80,8 @@ class AsyncScript:
 
     async def many(self, calls: Sequence[tuple[Sequence[str], Args]]) -> list[Any]:
         """One pipelined round trip of many calls; results in order, errors raised."""
+        if isinstance(self.client, redis.asyncio.cluster.RedisCluster):
+            return list(await asyncio.gather(*(self(keys, args) for keys, args in calls)))
         pending = list(range(len(calls)))
         results: list[Any] = [None] * len(calls)
         reload = False

@@ -252,14 +252,7 @@ def test_session_operations_through_the_client_with_sentinel(
     assert store.connection_pool.get_master_address()[1] == redis_sentinel.master.port
 
 
-KEYS_WITHOUT_HASH_TAG = (
-    "a session's keys share no hash tag yet (issue 11 gives them one): the Lua scripts and "
-    "multi-key commands of a session span several cluster slots"
-)
-
-
 @pytest.mark.slow
-@pytest.mark.xfail(reason=KEYS_WITHOUT_HASH_TAG, strict=True)
 def test_deleting_a_session_on_a_cluster(
     redis_cluster: ClusterTopology, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -276,7 +269,6 @@ def test_deleting_a_session_on_a_cluster(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason=KEYS_WITHOUT_HASH_TAG, strict=True)
 def test_a_turn_on_a_cluster(
     redis_cluster: ClusterTopology, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
