@@ -34,16 +34,7 @@ from typing import Any
 
 import redis
 
-from tokenwindow.constants import (
-    events_channel,
-    events_stream_key,
-    message_keys_key,
-    session_key,
-    tool_calls_key,
-    transcript_key,
-    turn_order_key,
-    turns_key,
-)
+from tokenwindow.constants import events_channel, session_keys, turns_key
 from tokenwindow.counting import message_key
 from tokenwindow.eventlog import EMIT_LUA, encode_event
 from tokenwindow.events import EventType
@@ -162,16 +153,8 @@ class Limits:
 
 
 def _keys(session_id: str) -> list[str]:
-    return [
-        session_key(session_id),
-        transcript_key(session_id),
-        message_keys_key(session_id),
-        turns_key(session_id),
-        turn_order_key(session_id),
-        tool_calls_key(session_id),
-        events_stream_key(session_id),
-        events_channel(session_id),
-    ]
+    """Every key of the session, in the order ``workers/lua/common.lua`` names them."""
+    return [*session_keys(session_id), events_channel(session_id)]
 
 
 def lua_source(name: str) -> str:
