@@ -32,7 +32,7 @@ pytestmark = [
     pytest.mark.timeout(1800),
     pytest.mark.skipif(REASON is not None, reason=REASON or ""),
 ]
-SERVICES = ("redis", "worker_fast", "worker_llm", "flower", "web")
+SERVICES = ("redis", "worker_fast", "worker_llm", "worker_summarize", "flower", "web")
 HEALTHY_TIMEOUT_SECONDS = 300.0
 
 
