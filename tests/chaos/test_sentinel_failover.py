@@ -29,9 +29,9 @@ def test_no_acknowledged_turn_is_lost_and_new_turns_work(
 
 
 @pytest.mark.xfail(
-    reason="a turn's transitions are several Redis writes, so the promoted replica can hold half "
-    "of one: the turn is then finished twice or its session waits for stale eviction "
-    "(one atomic script per transition is issue 11)",
+    reason="replication is asynchronous: the promoted replica may lack a turn's last transitions "
+    "(each is one script, replicated whole) or the broker's hand-over of its task, and the turn "
+    "then waits for its lease or for stale eviction",
     strict=False,
 )
 def test_turns_in_flight_at_the_kill_finish_once(failover: scenarios.FailoverRow) -> None:
