@@ -28,7 +28,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.chaos.support import RedisServer, free_port
+from tests.chaos.support import RedisServer
+from workers.embedded_redis import free_port
 
 SENTINEL_MASTER = "tw-master"
 DOWN_AFTER_MS = 1_000
@@ -194,12 +195,14 @@ def start_cluster(workdir: Path) -> ClusterTopology:
         server.start()
     addresses = [f"127.0.0.1:{node.port}" for node in nodes]
     create = ["redis-cli", "--cluster", "create", *addresses]
-    subprocess.run(
+    created = subprocess.run(
         [*create, "--cluster-replicas", "0", "--cluster-yes"],
-        check=True,
         capture_output=True,
+        text=True,
         timeout=60,
     )
+    if created.returncode != 0:
+        raise RuntimeError(f"redis-cli --cluster create failed:\n{created.stdout}{created.stderr}")
 
     def ready() -> bool:
         for node in nodes:

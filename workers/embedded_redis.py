@@ -7,6 +7,7 @@ with the process that started it.
 from __future__ import annotations
 
 import importlib.util
+import random
 import socket
 import subprocess
 import tempfile
@@ -34,10 +35,22 @@ def server_binary() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
 
 
+LISTEN_PORTS = range(20_000, 32_768)
+"""Below Linux's ephemeral range (32768-60999). A port the kernel hands out for ``bind(0)`` is
+also what outgoing connections take as their source port, and is handed out again soon after it
+is freed: a server started there can find it taken, or inherit clients of the server before."""
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on, chosen at random from ``LISTEN_PORTS``."""
+    for port in random.sample(LISTEN_PORTS, 100):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {LISTEN_PORTS}")
 
 
 class EmbeddedRedis:

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import time
@@ -35,7 +34,7 @@ from tokenwindow.constants import events_stream_key, transcript_key
 from tokenwindow.events import EventType, is_terminal
 from tokenwindow.models import get_registry
 from tokenwindow.settings import get_settings
-from workers.embedded_redis import server_binary
+from workers.embedded_redis import free_port, server_binary
 
 BIG_MODEL = "fake-gpt-4o"
 TINY_MODEL = "tiny-gpt"
@@ -54,12 +53,6 @@ SHORT_LIMITS = {
     "TOKENWINDOW_MAX_RETRIES": "4",
 }
 REDIS_START_SECONDS = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:
@@ -86,11 +79,18 @@ class RedisServer:
         )
         deadline = time.monotonic() + REDIS_START_SECONDS
         while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server on port {self.port} exited: port taken?")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
+                with redis.Redis(port=self.port, socket_timeout=0.5) as client:
+                    pid = int(client.info("server")["process_id"])
+            except (redis.RedisError, OSError):
                 time.sleep(0.05)
+                continue
+            # Whoever answers must be this server, not one that held the port before it.
+            if pid != self.process.pid:
+                raise RuntimeError(f"port {self.port} answers for another server (pid {pid})")
+            return self
         raise TimeoutError(f"redis-server on port {self.port} did not start")
 
     def kill(self) -> None:

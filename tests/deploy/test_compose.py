@@ -21,10 +21,10 @@ import httpx
 import openai
 import pytest
 
-from tests.chaos.support import free_port
 from tests.deploy.docker import ROOT, bridges, build_image, docker, unavailable
 from tokenwindow.client import TokenManagementClient
 from tokenwindow.models import OFFLINE_MODEL
+from workers.embedded_redis import free_port
 
 REASON = unavailable()
 pytestmark = [

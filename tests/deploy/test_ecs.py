@@ -21,7 +21,7 @@ import yaml
 from moto.server import ThreadedMotoServer
 
 from deploy.ecs import DEFAULT_CONFIG, SERVICES, DeployConfig, DeployError, main, task_definitions
-from tests.chaos.support import free_port
+from workers.embedded_redis import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CLUSTER = "tokenwindow"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,16 +18,11 @@ import redis
 from tests.conftest import TEST_REDIS_URL
 from tests.harness import ROOT
 from tests.pipeline import BIG_MODEL, Pipeline, pipeline
+from workers.embedded_redis import free_port
 
 __all__ = ["GatewayProcess", "free_port", "gateway", "pipeline", "workerless"]
 
 READY_TIMEOUT_SECONDS = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -39,6 +39,7 @@ from tokenwindow.models import BUILTIN_MODELS, OFFLINE_MODEL, ModelSpec
 from tokenwindow.settings import Settings, load_settings
 from workers.llm import CompletionUsage
 from workers.provider_stream import (
+    SHARDS,
     ProviderStream,
     close_shared_client,
     open_litellm_stream,
@@ -440,34 +441,34 @@ def test_fifty_concurrent_streams_on_one_loop_are_all_exact() -> None:
         assert got == expected
 
 
-def test_one_client_per_event_loop() -> None:
-    async def clients() -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
-        return shared_client(), shared_client()
+def test_each_event_loop_has_its_own_clients() -> None:
+    async def clients() -> list[httpx.AsyncClient]:
+        return [shared_client() for _ in range(2 * SHARDS)]
 
-    async def closed() -> tuple[bool, httpx.AsyncClient, httpx.AsyncClient]:
-        before = shared_client()
+    async def closed() -> tuple[list[httpx.AsyncClient], list[httpx.AsyncClient]]:
+        before = [shared_client() for _ in range(SHARDS)]
         await close_shared_client()
-        return before.is_closed, before, shared_client()
+        return before, [shared_client() for _ in range(SHARDS)]
 
-    first, again = asyncio.run(clients())
-    other, _ = asyncio.run(clients())
-    assert first is again
-    assert other is not first
-    was_closed, before, after = asyncio.run(closed())
-    assert was_closed and after is not before
+    first, other = asyncio.run(clients()), asyncio.run(clients())
+    assert len({id(client) for client in first}) == SHARDS, "handed out in turn, then again"
+    assert not {id(client) for client in first} & {id(client) for client in other}
+    before, after = asyncio.run(closed())
+    assert all(client.is_closed for client in before)
+    assert not {id(client) for client in before} & {id(client) for client in after}
 
 
 @pytest.mark.parametrize("api", APIS)
 def test_a_finished_stream_hands_its_connection_back(
     api: str, fake_provider: FakeProviderServer
 ) -> None:
-    async def three() -> None:
+    async def one_round_of_every_client_then_another() -> None:
         spec = spec_for(api, fake_provider)
-        for _ in range(3):
+        for _ in range(2 * SHARDS):
             await drain(await open_stream(spec, MESSAGES, {}, settings=SETTINGS))
 
-    asyncio.run(three())
-    assert len({r.client_port for r in fake_provider.requests}) == 1
+    asyncio.run(one_round_of_every_client_then_another())
+    assert len({r.client_port for r in fake_provider.requests}) == SHARDS
 
 
 def test_closing_early_ends_the_stream(fake_provider: FakeProviderServer) -> None:
