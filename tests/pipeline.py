@@ -22,6 +22,9 @@ from tokenwindow.settings import get_settings
 TINY_MODEL = "tiny-gpt"
 """2,000 input tokens behind an OpenAI-compatible endpoint that rejects anything larger."""
 TINY_WINDOW = 2_000
+AGENT_MODEL = "agent-gpt"
+"""4,000 input tokens: the window of the agent tests, whose histories grow ten times larger."""
+AGENT_WINDOW = 4_000
 BIG_MODEL = "fake-gpt-4o"
 CLAUDE_MODEL = "fake-claude"
 GEMINI_MODEL = "fake-gemini"
@@ -38,6 +41,7 @@ def models_file(path: Path, server: FakeProviderServer) -> Path:
     data = {
         "model_list": [
             entry(TINY_MODEL, "openai/gpt-4o", server.openai_base, TINY_WINDOW, 200),
+            entry(AGENT_MODEL, "openai/gpt-4o", server.openai_base, AGENT_WINDOW, 200),
             entry(BIG_MODEL, "openai/gpt-4o", server.openai_base, 128_000, 1_000),
             entry(
                 CLAUDE_MODEL,
