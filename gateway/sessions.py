@@ -25,6 +25,8 @@ from tokenwindow.constants import SESSION_ID_PATTERN, TURN_ID_PATTERN
 router = APIRouter(prefix="/sessions", tags=["sessions"], dependencies=[Depends(require_key)])
 
 SessionIdPath = Annotated[str, Path(pattern=SESSION_ID_PATTERN.pattern)]
+MAX_OFFSET = 10**9
+"""Past any real session count, and far inside the 64-bit range Redis accepts for a range."""
 
 
 def _not_found(session_id: str) -> ApiError:
@@ -42,7 +44,7 @@ async def list_sessions(
     gateway: GatewayDep,
     caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[SessionSummary]:
     """The caller's sessions by most recent activity (an admin key sees every tenant's)."""
     found = await gateway.client.list_sessions(limit=limit, offset=offset, prefix=caller.prefix)

@@ -14,6 +14,7 @@ for quorum queues) are registered for every test (see
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -31,7 +32,6 @@ import redis
 from tests.chaos.support import RedisServer
 from workers.embedded_redis import free_port
 
-SENTINEL_MASTER = "tw-master"
 DOWN_AFTER_MS = 1_000
 """How long the sentinels wait for a silent master before they agree it is down."""
 READY_SECONDS = 30.0
@@ -65,15 +65,15 @@ class ClusterNode(RedisServer):
 class SentinelServer(RedisServer):
     """``redis-server --sentinel`` watching one master (sentinels rewrite their config file)."""
 
-    def __init__(self, workdir: Path, master_port: int, quorum: int) -> None:
+    def __init__(self, workdir: Path, master: str, master_port: int, quorum: int) -> None:
         super().__init__()
         self.config = workdir / f"sentinel-{self.port}.conf"
         self.config.write_text(
             f"port {self.port}\nbind 127.0.0.1\n"
-            f"sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} {quorum}\n"
-            f"sentinel down-after-milliseconds {SENTINEL_MASTER} {DOWN_AFTER_MS}\n"
-            f"sentinel failover-timeout {SENTINEL_MASTER} 10000\n"
-            f"sentinel parallel-syncs {SENTINEL_MASTER} 1\n",
+            f"sentinel monitor {master} 127.0.0.1 {master_port} {quorum}\n"
+            f"sentinel down-after-milliseconds {master} {DOWN_AFTER_MS}\n"
+            f"sentinel failover-timeout {master} 10000\n"
+            f"sentinel parallel-syncs {master} 1\n",
             encoding="utf-8",
         )
 
@@ -146,6 +146,10 @@ class ClusterTopology:
     broker: RedisServer
 
     @property
+    def servers(self) -> list[RedisServer]:
+        return [*self.nodes, self.broker]
+
+    @property
     def url(self) -> str:
         """Any node will do: the client discovers the others."""
         return self.nodes[0].url()
@@ -166,6 +170,13 @@ class SentinelTopology:
     master: RedisServer
     replica: RedisServer
     sentinels: list[SentinelServer]
+    name: str
+    """The master's name, unique per topology: sentinels of two topologies never mix."""
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        """In start order; stop them in reverse, sentinels first, so none reconfigures the rest."""
+        return [self.master, self.replica, *self.sentinels]
 
     @property
     def env(self) -> dict[str, str]:
@@ -173,7 +184,7 @@ class SentinelTopology:
         return {
             "REDIS_URL": "redis://sentinel-master/0",
             "TOKENWINDOW_SENTINELS": ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels),
-            "TOKENWINDOW_SENTINEL_MASTER": SENTINEL_MASTER,
+            "TOKENWINDOW_SENTINEL_MASTER": self.name,
         }
 
     def master_port(self) -> int:
@@ -181,7 +192,7 @@ class SentinelTopology:
         for sentinel in self.sentinels:
             try:
                 with redis.Redis(port=sentinel.port, socket_timeout=0.5) as client:
-                    _, port = client.sentinel_get_master_addr_by_name(SENTINEL_MASTER)
+                    _, port = client.sentinel_get_master_addr_by_name(self.name)
                     return int(port)
             except (redis.RedisError, OSError, TypeError):
                 continue
@@ -190,38 +201,51 @@ class SentinelTopology:
 
 def start_cluster(workdir: Path) -> ClusterTopology:
     nodes = [ClusterNode(workdir) for _ in range(3)]
-    broker = RedisServer()
-    for server in (*nodes, broker):
-        server.start()
-    addresses = [f"127.0.0.1:{node.port}" for node in nodes]
-    create = ["redis-cli", "--cluster", "create", *addresses]
-    created = subprocess.run(
-        [*create, "--cluster-replicas", "0", "--cluster-yes"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if created.returncode != 0:
-        raise RuntimeError(f"redis-cli --cluster create failed:\n{created.stdout}{created.stderr}")
+    topology = ClusterTopology(nodes, RedisServer())
+    with _stopped_on_failure(topology.servers):
+        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+        create = ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0"]
+        created = subprocess.run(
+            [*create, "--cluster-yes"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if created.returncode != 0:
+            output = created.stdout + created.stderr
+            raise RuntimeError(f"redis-cli --cluster create failed:\n{output}")
 
-    def ready() -> bool:
-        for node in nodes:
-            with redis.Redis(port=node.port) as client:
-                if client.cluster("info").get("cluster_state") != "ok":
-                    return False
-        return True
+        def ready() -> bool:
+            for node in nodes:
+                with redis.Redis(port=node.port) as client:
+                    if client.cluster("info").get("cluster_state") != "ok":
+                        return False
+            return True
 
-    _wait(ready, "the cluster did not reach cluster_state:ok")
-    return ClusterTopology(nodes, broker)
+        _wait(ready, "the cluster did not reach cluster_state:ok")
+    return topology
+
+
+@contextlib.contextmanager
+def _stopped_on_failure(servers: list[RedisServer]) -> Iterator[None]:
+    """Start ``servers``; if they or the block fail, kill every one (none is left running)."""
+    try:
+        for server in servers:
+            server.start()
+        yield
+    except BaseException:
+        for server in servers:
+            server.kill()
+        raise
 
 
 def start_sentinel(workdir: Path) -> SentinelTopology:
-    master = RedisServer().start()
-    replica = RedisServer("--replicaof", "127.0.0.1", str(master.port)).start()
-    sentinels = [SentinelServer(workdir, master.port, quorum=2) for _ in range(3)]
-    for sentinel in sentinels:
-        sentinel.start()
-    topology = SentinelTopology(master, replica, sentinels)
+    name = f"tw-{uuid.uuid4().hex[:8]}"
+    master = RedisServer(replicable=True)
+    replica = RedisServer("--replicaof", "127.0.0.1", str(master.port), replicable=True)
+    sentinels = [SentinelServer(workdir, name, master.port, quorum=2) for _ in range(3)]
+    topology = SentinelTopology(master, replica, sentinels, name)
 
     def ready() -> bool:
         with redis.Redis(port=master.port) as client:
@@ -229,13 +253,14 @@ def start_sentinel(workdir: Path) -> SentinelTopology:
                 return False
         for sentinel in sentinels:
             with redis.Redis(port=sentinel.port) as client:
-                state = client.sentinel_master(SENTINEL_MASTER)
+                state = client.sentinel_master(name)
                 # Each sentinel must know the replica and the two other sentinels.
                 if int(state["num-slaves"]) < 1 or int(state["num-other-sentinels"]) < 2:
                     return False
         return True
 
-    _wait(ready, "the sentinels did not discover the replica and each other")
+    with _stopped_on_failure(topology.servers):
+        _wait(ready, "the sentinels did not discover the replica and each other")
     return topology
 
 
@@ -245,7 +270,7 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterT
     try:
         yield topology
     finally:
-        for server in (*topology.nodes, topology.broker):
+        for server in topology.servers:
             server.kill()
 
 
@@ -266,5 +291,5 @@ def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sentine
     try:
         yield topology
     finally:
-        for server in (*topology.sentinels, topology.replica, topology.master):
+        for server in reversed(topology.servers):
             server.kill()

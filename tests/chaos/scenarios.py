@@ -694,5 +694,5 @@ def sentinel_failover(
             )
             return row
     finally:
-        for server in (*topology.sentinels, topology.replica, topology.master):
+        for server in reversed(topology.servers):
             server.kill()

