@@ -1,7 +1,9 @@
 """Shared fixtures: a real Redis database flushed before use, settings pointing at it.
 
 Tests use database 15 of the Redis on 127.0.0.1:6379 (``TEST_REDIS_URL`` overrides), so a
-developer's data in database 0 is never touched.
+developer's data in database 0 is never touched. Under pytest-xdist each test process takes
+the database below the previous one's (15, 14, ...): two processes' workers on one database
+would take each other's tasks.
 """
 
 from __future__ import annotations
@@ -12,7 +14,18 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _test_redis_url() -> str:
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ...
+    if not worker:
+        return url
+    base, _, db = url.rpartition("/")
+    return f"{base}/{int(db) - int(worker.removeprefix('gw'))}"
+
+
+TEST_REDIS_URL = _test_redis_url()
 os.environ["REDIS_URL"] = TEST_REDIS_URL
 os.environ.pop("BROKER_URL", None)
 for _key in (

@@ -75,7 +75,7 @@ class RedisServer:
         binary = shutil.which("redis-server") or str(server_binary())
         command = [binary, "--port", str(self.port), "--bind", "127.0.0.1"]
         if not self.replicable:
-            command += ["--rename-command", "REPLICAOF", '""', "--rename-command", "SLAVEOF", '""']
+            command += ["--rename-command", "REPLICAOF", "", "--rename-command", "SLAVEOF", ""]
         return [*command, "--save", "", "--appendonly", "no", *self.extra]
 
     def start(self) -> RedisServer:
