@@ -15,7 +15,6 @@ import pytest
 import redis
 
 
-
 def _test_redis_url() -> str:
     url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ...

@@ -3,9 +3,10 @@
 Sources, later ones winning: litellm's local model map, the seed's built-in table, and the
 operator's ``TOKENWINDOW_MODELS_FILE``: a LiteLLM proxy config (YAML; JSON loads too) read the
 way the proxy reads it, so one file serves both. ``os.environ/VAR`` values are resolved, every
-``litellm_params`` key is kept for the call, several deployments under one ``model_name`` are
-kept for litellm's Router, and ``context_window_fallbacks`` names the larger model a turn moves
-to. Whatever the service does not use is named in one warning, never silently dropped.
+``litellm_params`` key is kept for the call, several deployments under one ``model_name``
+share the turns and take over a failed call (``ModelSpec.deployment``), and
+``context_window_fallbacks`` names the larger model a turn moves to. Whatever the service does
+not use is named in one warning, never silently dropped.
 """
 
 from __future__ import annotations
@@ -43,25 +44,8 @@ ENV_PREFIX = "os.environ/"
 OWN_PARAMS = frozenset(("model", "api_base", "api_key"))
 """``litellm_params`` with a field of their own on ``ModelSpec``."""
 ROUTER_ONLY_PARAMS = frozenset(("rpm", "tpm", "weight", "order", "max_parallel_requests"))
-"""``litellm_params`` that steer litellm's Router between deployments, not the call itself."""
-ROUTER_SETTINGS = frozenset(
-    (
-        "routing_strategy",
-        "routing_strategy_args",
-        "num_retries",
-        "timeout",
-        "stream_timeout",
-        "retry_after",
-        "retry_policy",
-        "allowed_fails",
-        "allowed_fails_policy",
-        "cooldown_time",
-        "disable_cooldowns",
-        "enable_pre_call_checks",
-        "default_max_parallel_requests",
-    )
-)
-"""``router_settings`` passed on to litellm's Router (``workers.router``)."""
+"""``litellm_params`` that steer the LiteLLM proxy's Router, not the call: a turn picks its
+deployment itself (``ModelSpec.deployment``), so these are named in a warning and not sent."""
 SECTIONS = frozenset(("model_list", "router_settings", "litellm_settings"))
 ENTRY_KEYS = frozenset(("model_name", "litellm_params", "model_info"))
 MODEL_INFO_KEYS = frozenset(
@@ -89,7 +73,7 @@ class ModelSpec:
     )
     """Every ``litellm_params`` key of the first deployment, ``os.environ/`` resolved."""
     deployments: tuple[Mapping[str, Any], ...] = field(default=(), repr=False, hash=False)
-    """The ``litellm_params`` of every deployment under this name, for litellm's Router."""
+    """The ``litellm_params`` of every deployment under this name (``deployment``)."""
     context_window_fallbacks: tuple[str, ...] = ()
     """Larger models, in order, for a turn that cannot fit this one (LiteLLM's setting)."""
 
@@ -266,6 +250,8 @@ def _entry_spec(
         raise ConfigurationError(f"{where}.model_info: must be a mapping")
     warnings.unused("model_list[*]", entry, ENTRY_KEYS)
     warnings.unused("model_list[*].model_info", info, MODEL_INFO_KEYS)
+    router_only = raw_params.keys() & ROUTER_ONLY_PARAMS
+    warnings.unused("model_list[*].litellm_params", router_only, frozenset())
     params = _resolve(raw_params, where, environ)
     litellm_model: str = params["model"]
     base = known.get(litellm_model) or known.get(litellm_model.split("/", 1)[-1])
@@ -329,8 +315,6 @@ class ModelsFile:
     """What a LiteLLM proxy config gives the service."""
 
     specs: list[ModelSpec]
-    router_settings: Mapping[str, Any]
-    """The ``router_settings`` keys in ``ROUTER_SETTINGS``, for ``workers.router``."""
     context_window_fallbacks: Mapping[str, tuple[str, ...]]
 
 
@@ -370,7 +354,7 @@ def parse_models_file(
     litellm_settings = _section(data, "litellm_settings", path.name)
     router_settings = _section(data, "router_settings", path.name)
     warnings.unused("litellm_settings", litellm_settings, frozenset((FALLBACKS,)))
-    warnings.unused("router_settings", router_settings, ROUTER_SETTINGS | {FALLBACKS})
+    warnings.unused("router_settings", router_settings, frozenset((FALLBACKS,)))
     specs: dict[str, ModelSpec] = {}
     for i, entry in enumerate(entries):
         where = f"{path.name}: model_list[{i}]"
@@ -388,7 +372,6 @@ def parse_models_file(
     fallbacks.update(_fallbacks(router_settings, f"{path.name}: router_settings"))
     return ModelsFile(
         specs=list(specs.values()),
-        router_settings={k: v for k, v in router_settings.items() if k in ROUTER_SETTINGS},
         context_window_fallbacks=fallbacks,
     )
 
@@ -405,15 +388,12 @@ class ModelRegistry:
         specs: Iterable[ModelSpec],
         *,
         fallback_encoding: str | None = None,
-        router_settings: Mapping[str, Any] | None = None,
     ):
         self._specs: dict[str, ModelSpec] = {}
         for spec in specs:
             self._specs[spec.name] = spec
         self._aliases = {s.litellm_model: s for s in self._specs.values()}
         self.fallback_encoding = fallback_encoding
-        self.router_settings: Mapping[str, Any] = router_settings or {}
-        """The models file's ``router_settings`` that ``workers.router`` passes to the Router."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelRegistry:
@@ -428,7 +408,6 @@ class ModelRegistry:
         registry = cls(
             specs + models_file.specs,
             fallback_encoding=settings.fallback_encoding,
-            router_settings=models_file.router_settings,
         )
         registry._set_fallbacks(models_file.context_window_fallbacks, settings.models_file.name)
         return registry
@@ -447,14 +426,6 @@ class ModelRegistry:
             spec = self.get(small)
             self._specs[spec.name] = replace(spec, context_window_fallbacks=bigger)
         self._aliases = {s.litellm_model: s for s in self._specs.values()}
-
-    def deployments(self) -> list[dict[str, Any]]:
-        """LiteLLM's ``model_list`` for every models-file deployment (``workers.router``)."""
-        return [
-            {"model_name": spec.name, "litellm_params": dict(params)}
-            for spec in self.all()
-            for params in spec.deployments
-        ]
 
     def get(self, name: str) -> ModelSpec:
         spec = self._specs.get(name) or self._aliases.get(name)

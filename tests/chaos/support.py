@@ -16,6 +16,7 @@ import shutil
 import signal
 import statistics
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -79,8 +80,10 @@ class RedisServer:
         return [*command, "--save", "", "--appendonly", "no", *self.extra]
 
     def start(self) -> RedisServer:
+        # Its own working directory: a replica writes the RDB it receives there.
+        workdir = tempfile.mkdtemp(prefix=f"tw-redis-{self.port}-")
         self.process = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            self.command(), cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + REDIS_START_SECONDS
         while time.monotonic() < deadline:

@@ -240,15 +240,15 @@ def test_a_litellm_proxy_config_loads_as_the_proxy_reads_it(
     assert [d["api_key"] for d in small.deployments] == ["sk-eu", "sk-us"]
     assert small.context_window_fallbacks == ("big",)
     assert registry.get("big").context_window_fallbacks == ()
-    assert registry.router_settings == {"routing_strategy": "simple-shuffle", "num_retries": 2}
-    assert [
-        (d["model_name"], d["litellm_params"]["api_base"])
-        for d in registry.deployments()
-        if d["model_name"] == "small"
-    ] == [
-        ("small", "https://eu.example.invalid"),
-        ("small", "https://us.example.invalid"),
+    assert [d["api_base"] for d in small.deployments] == [
+        "https://eu.example.invalid",
+        "https://us.example.invalid",
     ]
+    assert [small.deployment(n).api_base for n in range(3)] == [
+        "https://eu.example.invalid",
+        "https://us.example.invalid",
+        "https://eu.example.invalid",
+    ], "turns spread over the deployments, and a retry moves to the next"
     assert small.public_dict()["deployments"] == 2
     assert "sk-eu" not in json.dumps(small.public_dict())
 
@@ -272,9 +272,12 @@ def test_every_unused_section_and_key_is_named_once(
         "general_settings",
         "litellm_settings.drop_params",
         "litellm_settings.success_callback",
+        "model_list[*].litellm_params.rpm",
         "model_list[*].model_info.id",
         "model_list[*].tpm_limit",
+        "router_settings.num_retries",
         "router_settings.redis_host",
+        "router_settings.routing_strategy",
     ]
     assert "models.yaml" in caplog.records[0].getMessage()
 

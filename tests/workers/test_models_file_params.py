@@ -1,9 +1,6 @@
-"""A LiteLLM proxy config through the service: env keys, pass-through params, Router failover.
-
-Two fake OpenAI servers stand for two deployments of one ``model_name``; the first answers
-every request with a 500, so each call must fail over to the second, with each deployment's
-own key from the environment.
-"""
+"""A LiteLLM proxy config through a direct call: env keys and every ``litellm_params`` key
+reach the provider, the Router-only ones do not. (Failing over between the two deployments of
+one ``model_name`` is a turn's: ``tests/tasks/test_models_file_routing.py``.)"""
 
 from __future__ import annotations
 
@@ -15,12 +12,10 @@ import pytest
 from pytest import MonkeyPatch
 
 from tests.fakes import FakeProviderServer, Fault
-from tokenwindow.errors import ConfigurationError
 from tokenwindow.messages import Message
 from tokenwindow.models import ModelRegistry
 from tokenwindow.settings import Settings, load_settings
 from workers import llm
-from workers.router import build_router, router_options
 
 MESSAGES: list[Message] = [{"role": "user", "content": "Where do we meet?"}]
 CONFIG = """
@@ -71,34 +66,6 @@ def settings(
     return load_settings(models_file=path, provider_timeout_seconds=10)
 
 
-def test_the_router_fails_over_with_each_deployments_own_key(
-    servers: tuple[FakeProviderServer, FakeProviderServer], settings: Settings
-) -> None:
-    failing, healthy = servers
-    router = build_router(ModelRegistry.from_settings(settings), settings)
-    replies = [
-        router.completion(model="small", messages=MESSAGES).choices[0].message.content
-        for _ in range(3)
-    ]
-    assert all(replies), "every call answered"
-    assert failing.requests, "the preferred deployment was tried first"
-    assert {r.api_key for r in failing.requests} == {"sk-env-failing"}
-    assert len(healthy.requests) == 3
-    assert {r.api_key for r in healthy.requests} == {"sk-env-healthy"}
-    assert all(r.body["trace_tag"] == "nightly" and r.body["seed"] == 7 for r in healthy.requests)
-
-
-def test_router_defaults_give_every_deployment_a_try(settings: Settings) -> None:
-    options = router_options(ModelRegistry.from_settings(settings), settings)
-    assert (options["num_retries"], options["allowed_fails"], options["timeout"]) == (1, 0, 10)
-    assert "context_window_fallbacks" not in options
-    assert [d["litellm_params"]["api_key"] for d in options["model_list"]] == [
-        "sk-env-big",
-        "sk-env-failing",
-        "sk-env-healthy",
-    ]
-
-
 def test_a_direct_call_passes_every_litellm_param_and_the_env_key(
     servers: tuple[FakeProviderServer, FakeProviderServer], settings: Settings
 ) -> None:
@@ -118,9 +85,3 @@ def test_a_direct_call_passes_every_litellm_param_and_the_env_key(
     assert sent.api_key == "sk-env-healthy"
     assert (sent.body["trace_tag"], sent.body["seed"]) == ("nightly", 7)
     assert "order" not in sent.body
-
-
-def test_no_deployments_to_route_is_a_configuration_error() -> None:
-    settings = load_settings()
-    with pytest.raises(ConfigurationError, match="no deployments"):
-        router_options(ModelRegistry.from_settings(settings), settings)
