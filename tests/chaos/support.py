@@ -66,6 +66,7 @@ class RedisServer:
         """False: REPLICAOF is switched off, so that no Sentinel of another test (which may
         know this address from a server that had it before) can make this one its replica."""
         self.process: subprocess.Popen[bytes] | None = None
+        self.workdir = ""
 
     def url(self, db: int = 0, *, user: str | None = None, password: str | None = None) -> str:
         auth = f"{user or ''}:{password}@" if password else ""
@@ -81,9 +82,9 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         # Its own working directory: a replica writes the RDB it receives there.
-        workdir = tempfile.mkdtemp(prefix=f"tw-redis-{self.port}-")
+        self.workdir = tempfile.mkdtemp(prefix=f"tw-redis-{self.port}-")
         self.process = subprocess.Popen(
-            self.command(), cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            self.command(), cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + REDIS_START_SECONDS
         while time.monotonic() < deadline:
@@ -107,6 +108,8 @@ class RedisServer:
             self.resume()
             self.process.kill()
             self.process.wait(timeout=10)
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def restart(self) -> None:
         self.kill()
