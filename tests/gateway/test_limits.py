@@ -58,7 +58,9 @@ def test_api_keys_size_limit_and_overload(secured: GatewayProcess) -> None:
             "messages": [{"role": "user", "content": "x"}],
             "stream": True,
         }
-        with httpx.stream("POST", f"{url}/chat/completions", json=body, headers=auth) as answer:
+        with httpx.stream(
+            "POST", f"{url}/chat/completions", json=body, headers=auth, timeout=30
+        ) as answer:
             codes.append(answer.status_code)
             retry_after = answer.headers.get("retry-after")
     assert codes == [200, 200, 503] and retry_after is not None and int(retry_after) > 0
