@@ -240,10 +240,11 @@ def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> F
         return _fail(sid, tid, "", InvalidInputError(f"{where}: {message}"))
     if out.outcome == "skip":
         # A redelivery (or a second copy) of a turn already past ingest: carry on from there.
-        if out.state == TurnState.COMPRESSING:
+        if out.state == TurnState.COMPRESSING and not out.data.get("compress_queued"):
             compress_session.apply_async(
                 kwargs={**compression, "reason": "hard", "then": generation.kwargs()}
             )
+            ledger.compress_queued(sid, tid)
         elif out.state != TurnState.WAITING:
             return _generate(self, spec, generation)
         return None
@@ -262,6 +263,7 @@ def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> F
             compress_session.apply_async(
                 kwargs={**compression, "reason": str(pressure), "then": generation.kwargs()}
             )
+            ledger.compress_queued(sid, tid)
         return None
     proactive = pressure is Pressure.SOFT and not out.record.get("compression_sent")
     if proactive:

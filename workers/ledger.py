@@ -91,6 +91,9 @@ TRANSITIONS: dict[str, Transition] = {
     "compress_first": Transition(
         frozenset((TurnState.INGESTED,)), TurnState.COMPRESSING, None, "advance"
     ),
+    "compress_queued": Transition(
+        frozenset((TurnState.COMPRESSING,)), TurnState.COMPRESSING, None, "advance"
+    ),
     "begin": Transition(
         frozenset((TurnState.INGESTED, TurnState.COMPRESSING, TurnState.GENERATING)),
         TurnState.GENERATING,
@@ -105,7 +108,9 @@ TRANSITIONS: dict[str, Transition] = {
     "evict": Transition(LIVE - {TurnState.NEW}, TurnState.FAILED, EventType.TURN_FAILED, "ingest"),
 }
 """Every allowed move. A script refuses any other (the caller sees ``skip``); ``evict`` is done
-inside ``ingest`` to the stale head of the queue."""
+inside ``ingest`` to the stale head of the queue. ``compress_queued`` stays in place and records
+that the turn's ``compress_session`` is on the broker: a second delivery of the ingest then sends
+no second compression (only a crash between the two steps leaves it to the redelivery)."""
 
 
 def _sources(name: str) -> str:
@@ -248,6 +253,11 @@ class Ledger:
     # --- moves between live states ---------------------------------------------------------
     def compress_first(self, session_id: str, turn_id: str) -> Outcome:
         return self._advance("compress_first", session_id, turn_id, owner="")
+
+    def compress_queued(self, session_id: str, turn_id: str) -> Outcome:
+        return self._advance(
+            "compress_queued", session_id, turn_id, owner="", set={"compress_queued": True}
+        )
 
     def begin(
         self,

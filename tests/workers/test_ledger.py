@@ -223,6 +223,25 @@ def test_only_the_table_s_transitions_happen(client: redis.Redis) -> None:
     assert not (TRANSITIONS["fail"].sources & {TurnState.COMPLETED, TurnState.FAILED})
 
 
+def test_a_second_delivery_of_an_ingest_knows_its_compression_is_queued(
+    client: redis.Redis,
+) -> None:
+    book = ledger(client)
+    ingest(book, "t1", "hello")
+    assert book.compress_queued(SID, "t1").outcome == "skip", "not compressing yet"
+    assert book.compress_first(SID, "t1").outcome == "advanced"
+    again = ingest(book, "t1", "hello")
+    assert (again.outcome, again.state, again.data.get("compress_queued")) == (
+        "skip",
+        TurnState.COMPRESSING,
+        None,
+    ), "a crash before the send: the redelivery must send the compression"
+    assert book.compress_queued(SID, "t1").outcome == "advanced"
+    again = ingest(book, "t1", "hello")
+    assert (again.state, again.data.get("compress_queued")) == (TurnState.COMPRESSING, True)
+    assert book.begin(SID, "t1", "a").outcome == "generating"
+
+
 def test_begin_returns_the_published_text_for_a_redelivery(client: redis.Redis) -> None:
     from tokenwindow.eventlog import KIND_TOKEN, PUBLISH_LUA, event_keys, publish_args
 

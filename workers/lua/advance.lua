@@ -1,4 +1,5 @@
--- Transitions compress_first, begin and retry: move the turn between non-terminal states.
+-- Transitions compress_first, compress_queued, begin and retry: move the turn between non-terminal
+-- states (compress_queued stays in compressing and marks its compression as sent).
 -- begin takes the generation lease (a task id and an expiry); a live lease of another task
 -- refuses; retry releases the lease by compare-and-delete and counts the attempt.
 -- begin also returns what generation needs in the same round trip: the text earlier attempts

@@ -5,7 +5,9 @@
 local rec = load_turn(tid)
 local state = state_of(rec)
 if terminal(state) then return reply('done', {state = state, handoff = handoff()}) end
-if not allowed(h.sources, state) then return reply('skip', {state = state}) end
+if not allowed(h.sources, state) then
+  return reply('skip', {state = state, compress_queued = rec.compress_queued})
+end
 if not redis.call('ZSCORE', ORDER, tid) then
   redis.call('ZADD', ORDER, redis.call('HINCRBY', S, 'arrivals', 1), tid)
 end
