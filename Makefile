@@ -9,7 +9,9 @@ STAMP := $(VENV)/.installed
 INSTALL_ARGS := -e ".[dev]" -e "./service[gateway]"
 PYTEST_FLAGS ?= -q -p no:cacheprovider
 # Four test processes, a test file each at a time (its module-scoped workers and gateway stay
-# in one process); TEST_PROCESSES=0 runs everything in this one.
+# in one process); TEST_PROCESSES=0 runs everything in this one. The fault scenarios of
+# tests/chaos run after them, alone: their short visibility timeouts and provider timeouts are
+# timing, and a machine busy with three other test processes stretches it.
 TEST_PROCESSES ?= 4
 # Ruff also formats code blocks in Markdown; the README quotes the seed's snippet as written.
 FORMAT_FLAGS := --extend-exclude '*.md'
@@ -32,7 +34,9 @@ run: install
 # The tests talk to a real Redis on 127.0.0.1:6379; without one, the embedded server starts there.
 test: install
 	$(BIN)/python -m workers.embedded_redis --port 6379
-	$(BIN)/python -m pytest $(PYTEST_FLAGS) -n $(TEST_PROCESSES) --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest $(PYTEST_FLAGS) -n $(TEST_PROCESSES) --dist loadfile \
+	  --ignore=tests/chaos $(ARGS)
+	$(BIN)/python -m pytest $(PYTEST_FLAGS) tests/chaos $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .
