@@ -15,6 +15,7 @@ from typing import Any
 import openai
 import pytest
 
+from strategies.validity import problems
 from tests.fakes.behaviour import Reply, ToolCall, count_text
 from tests.gateway.conftest import GatewayProcess
 from tests.gateway.test_sdks import openai_sdk
@@ -79,25 +80,6 @@ def stream_round(client: openai.OpenAI, messages: list[dict[str, Any]]) -> Strea
     return out
 
 
-def orphans(messages: list[dict[str, Any]]) -> list[str]:
-    """Tool calls sent without their result, and results sent without their call."""
-    problems: list[str] = []
-    open_calls: set[str] = set()
-    for message in messages:
-        if message.get("role") == "tool":
-            call_id = str(message.get("tool_call_id"))
-            if call_id not in open_calls:
-                problems.append(f"result {call_id} without its call")
-            open_calls.discard(call_id)
-            continue
-        if open_calls:
-            problems.append(f"calls {sorted(open_calls)} without their results")
-            open_calls.clear()
-        open_calls.update(str(call["id"]) for call in message.get("tool_calls") or [])
-    problems.extend(f"call {call_id} without its result" for call_id in sorted(open_calls))
-    return problems
-
-
 @pytest.fixture
 def agent_provider(pipeline: Pipeline) -> Iterator[Pipeline]:
     """The fake refuses, as the real API does, any prompt over the agent model's window."""
@@ -149,7 +131,7 @@ def test_thirty_streamed_tool_rounds_stay_inside_a_4000_token_window(
     schema_tokens = count_text(json.dumps(TOOLS))
     assert fake.max_prompt_tokens + schema_tokens <= AGENT_WINDOW
     assert sum(count_text(file_contents(n)) for n in range(ROUNDS)) > 10 * AGENT_WINDOW
-    assert [problem for request in sent for problem in orphans(request.messages)] == []
+    assert [p for request in sent for p in problems(request.messages, "openai")] == []  # type: ignore[arg-type]
     newest = sent[-1].messages
     assert newest[-1]["content"] == file_contents(ROUNDS - 1), "the newest result is whole"
     assert len(newest) == len(messages), "old results were cleared in place, no pair dropped"
