@@ -10,6 +10,7 @@ from typing import Any
 
 from celery import Celery
 
+from tokenwindow.broker import transport_for
 from tokenwindow.constants import TASK_ROUTES
 from tokenwindow.settings import Settings
 from tokenwindow.topology import celery_broker, celery_queues, celery_result_backend
@@ -41,6 +42,7 @@ class TaskProducer:
             accept_content=["json"],
             task_routes={name: {"queue": queue} for name, queue in TASK_ROUTES.items()},
             broker_connection_retry_on_startup=True,
+            broker_transport=transport_for(broker_url),
         )
         if settings is not None:
             self.app.conf.update(

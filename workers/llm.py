@@ -429,7 +429,7 @@ def map_error(exc: BaseException, spec: ModelSpec, messages: list[Message]) -> P
         return ProviderBadRequestError(say("request rejected"))
     if isinstance(exc, errors.NotFoundError):
         return ProviderBadRequestError(say("model or endpoint not found"))
-    if isinstance(exc, errors.APIConnectionError | httpx.TransportError | ConnectionError):
+    if isinstance(exc, errors.APIConnectionError | httpx.TransportError | OSError):
         return ProviderUnavailableError(say("connection failed"))
     if isinstance(status, int) and status >= 500:
         return ProviderUnavailableError(say("provider unavailable"))

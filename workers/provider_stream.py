@@ -1,23 +1,24 @@
 """Streamed completions for an asyncio event loop serving hundreds of streams at once.
 
 ``open_stream`` sends the request litellm would send (built by ``workers.provider_request``
-from litellm's per-provider configs) on one shared ``httpx.AsyncClient`` per event loop, and
-reads the SSE answer with ``workers.provider_chunks``: a fifth to a tenth of litellm's CPU per
-chunk, about what raw httpx costs (``python -m bench chunk_cost``). Providers without a fast
-reader (custom providers, the built-in offline model, Anthropic with ``response_format``)
-stream through ``litellm.acompletion`` behind the same interface. Either way every failure is one of
-``tokenwindow.errors``' provider errors, mapped by ``workers.llm.map_error`` exactly as for
-litellm's own calls.
+from litellm's per-provider configs) on a kept-alive connection of the loop's own
+(``workers.http_stream``), and reads the SSE answer with ``workers.provider_chunks`` in the
+connection's callbacks: a chunk costs one callback, a fraction of what raw httpx spends
+(``python -m bench chunk_cost``). Providers without a fast reader (custom providers, the
+built-in offline model, Anthropic with ``response_format``) and URLs the environment sends
+through a proxy stream through ``litellm.acompletion`` behind the same interface. Either way
+every failure is one of ``tokenwindow.errors``' provider errors, mapped by
+``workers.llm.map_error`` exactly as for litellm's own calls.
+
+A stream is pushed, not pulled: ``await stream.pump(sink)`` calls ``sink`` with each delta as
+it arrives and returns at the end of the reply.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import json
-import weakref
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, cast
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
 import httpx
 
@@ -25,76 +26,29 @@ from tokenwindow.errors import ProviderError, ProviderTimeoutError, ProviderUnav
 from tokenwindow.messages import Message
 from tokenwindow.models import ModelSpec
 from tokenwindow.settings import Settings
+from workers import http_stream
+from workers.http_stream import HTTPStallError
 from workers.llm import CompletionUsage, api_key_for, load_litellm, map_error, provider_faults
 from workers.provider_chunks import READERS, ChunkReader, normalise_finish
 from workers.provider_request import ProviderRequest, build_request, fast_wire
 from workers.stream_deltas import StreamDelta, ToolCallDelta
 
 __all__ = [
+    "DeltaSink",
     "ProviderStream",
     "StreamDelta",
     "ToolCallDelta",
-    "close_shared_client",
     "open_litellm_stream",
     "open_stream",
-    "shared_client",
 ]
 
-SHARDS = 16
-"""The loop's connections are spread over this many clients: httpcore's pool scans all of its
-connections whenever a request starts or ends, which at 500 streams in one pool costs more
-than reading the stream."""
-MAX_CONNECTIONS = 2_000 // SHARDS
-"""Each stream holds one HTTP/1.1 connection; the pools must never be what limits a worker."""
-MAX_KEEPALIVE = 512 // SHARDS
-KEEPALIVE_SECONDS = 30.0
-
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[httpx.AsyncClient]] = (
-    weakref.WeakKeyDictionary()
-)
-_turns = itertools.count()
-
-
-def shared_client() -> httpx.AsyncClient:
-    """One of the running loop's clients, in turn (connection pools cannot cross loops).
-
-    Timeouts are set per request from settings, so one client serves every model.
-    """
-    loop = asyncio.get_running_loop()
-    clients = _clients.get(loop)
-    if clients is None:
-        clients = _clients[loop] = [_new_client() for _ in range(SHARDS)]
-    index = next(_turns) % SHARDS
-    if clients[index].is_closed:
-        clients[index] = _new_client()
-    return clients[index]
-
-
-def _new_client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        limits=httpx.Limits(
-            max_connections=MAX_CONNECTIONS,
-            max_keepalive_connections=MAX_KEEPALIVE,
-            keepalive_expiry=KEEPALIVE_SECONDS,
-        ),
-        timeout=None,
-    )
-
-
-async def close_shared_client() -> None:
-    """Close the running loop's clients (at worker shutdown): kept-alive connections go."""
-    for client in _clients.pop(asyncio.get_running_loop(), []):
-        await client.aclose()
-
-
-def _timeout(settings: Settings) -> httpx.Timeout:
-    """Connect and every read bounded by ``provider_timeout_seconds``: a stalled stream fails."""
-    seconds = settings.provider_timeout_seconds
-    return httpx.Timeout(seconds, pool=None)
+DeltaSink = Callable[[StreamDelta], None]
+"""Called with each delta as it arrives; what it raises ends the stream and comes out of
+``pump``."""
 
 
 class ProviderStream:
-    """The deltas of one streamed reply; ``finish_reason`` and ``usage`` are set by the end.
+    """One streamed reply; ``finish_reason`` and ``usage`` are set once ``pump`` returns.
 
     A stream that breaks mid-way raises a retryable ``ProviderUnavailableError``; one that
     stalls past the timeout raises ``ProviderTimeoutError``.
@@ -103,10 +57,9 @@ class ProviderStream:
     finish_reason: str | None = None
     usage: CompletionUsage | None = None
 
-    def __aiter__(self) -> ProviderStream:
-        return self
-
-    async def __anext__(self) -> StreamDelta:
+    async def pump(self, sink: DeltaSink) -> None:
+        """Hand every delta to ``sink`` until the reply ends; the connection is released
+        however this ends (cancellation included)."""
         raise NotImplementedError
 
     async def aclose(self) -> None:
@@ -122,119 +75,80 @@ class ProviderStream:
 
 # --- the fast path -------------------------------------------------------------------------
 class _SSEStream(ProviderStream):
-    """Reads SSE ``data:`` payloads off the response and feeds them to a chunk reader."""
+    """Splits the body into SSE ``data:`` payloads and feeds them to a chunk reader, inside the
+    connection's ``data_received``."""
 
     def __init__(
         self,
         spec: ModelSpec,
         messages: list[Message],
-        response: httpx.Response,
+        response: http_stream.Response,
         reader: ChunkReader,
     ) -> None:
         self._spec = spec
         self._messages = messages
         self._response = response
-        self._bytes = _body_chunks(response)
         self._reader = reader
+        self._sink: DeltaSink = _unpumped
         self._tail = b""
-        self._lines: list[bytes] = []
-        self._line = 0
         self._data: list[bytes] = []
-        self._ended = False
         self._done = False
-        self._finished = False
         self._saw_tool_calls = False
 
-    async def __anext__(self) -> StreamDelta:
-        if self._finished:
-            raise StopAsyncIteration
-        reader = self._reader
+    async def pump(self, sink: DeltaSink) -> None:
+        self._sink = sink
+        name = self._spec.name
         try:
-            while True:
-                event = await self._next_event()
-                if event is None:
-                    break
-                delta = reader.feed(event)
-                if delta is not None:
-                    if delta.tool_calls:
-                        self._saw_tool_calls = True
-                    return delta
+            await self._response.stream(self._feed)
+            self._feed(b"\n\n")  # a last event without its blank line still counts
+        except HTTPStallError:
+            raise ProviderTimeoutError(f"{name}: stream stalled past the timeout") from None
         except ProviderError:
-            await self.aclose()
             raise
-        except httpx.TimeoutException:
-            await self.aclose()
-            stalled = f"{self._spec.name}: stream stalled past the timeout"
-            raise ProviderTimeoutError(stalled) from None
-        except httpx.TransportError:
-            await self.aclose()
-            broke = f"{self._spec.name}: stream broke before it finished"
-            raise ProviderUnavailableError(broke) from None
+        except (OSError, httpx.TransportError):
+            raise ProviderUnavailableError(f"{name}: stream broke before it finished") from None
         except provider_faults() as exc:  # an error event, or an event that does not parse
-            await self.aclose()
             raise _mapped(exc, self._spec, self._messages) from None
-        self._finished = True
-        await self.aclose()
+        finally:
+            self._response.close()
+        reader = self._reader
         if reader.raw_finish is None:
-            raise ProviderUnavailableError(f"{self._spec.name}: stream broke before it finished")
+            raise ProviderUnavailableError(f"{name}: stream broke before it finished")
         reader.finish()
         self.usage = reader.usage
         self.finish_reason = normalise_finish(
             reader.raw_finish, saw_tool_calls=self._saw_tool_calls
         )
-        raise StopAsyncIteration
 
-    async def _next_event(self) -> dict[str, Any] | None:
-        """The next ``data:`` payload as JSON; None at the end of the body (SSE events end
-        at a blank line; lines split on LF, a CR before it dropped)."""
-        while True:
-            lines = self._lines
-            while self._line < len(lines):
-                line = lines[self._line]
-                self._line += 1
-                if line.endswith(b"\r"):
-                    line = line[:-1]
-                if line:
-                    if line.startswith(b"data:"):
-                        self._data.append(line[5:].lstrip(b" "))
-                    continue
-                if not self._data:
-                    continue
-                payload = b"\n".join(self._data) if len(self._data) > 1 else self._data[0]
-                self._data = []
-                if payload == b"[DONE]":
-                    self._done = True
-                    continue
-                if not self._done:
-                    event: dict[str, Any] = json.loads(payload)
-                    return event
-            if self._ended:
-                return None
-            try:
-                chunk = await self._bytes.__anext__()
-            except StopAsyncIteration:
-                # Read to the end so the connection goes back to the pool; a last event
-                # without its blank line still counts.
-                self._ended = True
-                chunk = b"\n\n"
-            lines = (self._tail + chunk).split(b"\n")
-            self._tail = lines.pop()
-            self._lines = lines
-            self._line = 0
+    def _feed(self, data: bytes) -> None:
+        """SSE events end at a blank line; lines split on LF, a CR before it dropped."""
+        lines = (self._tail + data if self._tail else data).split(b"\n")
+        self._tail = lines.pop()
+        for raw in lines:
+            line = raw[:-1] if raw.endswith(b"\r") else raw
+            if line:
+                if line.startswith(b"data:"):
+                    self._data.append(line[5:].lstrip(b" "))
+                continue
+            if not self._data:
+                continue
+            payload = b"\n".join(self._data) if len(self._data) > 1 else self._data[0]
+            self._data = []
+            if payload == b"[DONE]":
+                self._done = True
+            elif not self._done:
+                delta = self._reader.feed(json.loads(payload))
+                if delta is not None:
+                    if delta.tool_calls:
+                        self._saw_tool_calls = True
+                    self._sink(delta)
 
     async def aclose(self) -> None:
-        self._finished = True
-        await self._response.aclose()
+        self._response.close()
 
 
-def _body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The body as it arrives. Unencoded bodies (SSE always is, in practice) are read straight
-    off the transport stream: httpx's decoding and chunking layers are a third of the calls
-    per chunk and have nothing to do. Timeouts and error mapping live below, in httpcore and
-    httpx's transport, and still apply."""
-    if response.headers.get("content-encoding", "identity") == "identity":
-        return cast(httpx.AsyncByteStream, response.stream).__aiter__()
-    return response.aiter_bytes()
+def _unpumped(delta: StreamDelta) -> None:
+    raise AssertionError("a delta arrived before pump() was called")
 
 
 def _mapped(exc: BaseException, spec: ModelSpec, messages: list[Message]) -> ProviderError:
@@ -253,39 +167,26 @@ def _mapped(exc: BaseException, spec: ModelSpec, messages: list[Message]) -> Pro
     return map_error(classified, spec, messages)
 
 
-async def _refusal(request: ProviderRequest, response: httpx.Response) -> Exception:
-    body = await response.aread()
-    await response.aclose()
-    return request.config.get_error_class(  # type: ignore[no-any-return]
-        error_message=body.decode(errors="replace"),
-        status_code=response.status_code,
-        headers=response.headers,
-    )
-
-
 async def _open_fast(
     request: ProviderRequest, spec: ModelSpec, messages: list[Message], settings: Settings
 ) -> ProviderStream:
-    client = shared_client()
-    sent = client.build_request(
-        "POST",
-        request.url,
-        headers=request.headers,
-        content=request.body,
-        timeout=_timeout(settings),
-    )
+    timeout = settings.provider_timeout_seconds
     try:
-        response = await client.send(sent, stream=True)
-    except httpx.HTTPError as exc:
+        response = await http_stream.send(
+            "POST", request.url, request.headers, request.body, timeout=timeout
+        )
+        if response.status < 400:
+            reader = READERS[request.wire](request.config, request.tool_names)
+            return _SSEStream(spec, messages, response, reader)
+        body = await response.read()
+    except OSError as exc:
         raise map_error(exc, spec, messages) from None
-    if response.status_code >= 400:
-        try:
-            refusal = await _refusal(request, response)
-        except httpx.HTTPError as exc:
-            raise map_error(exc, spec, messages) from None
-        raise _mapped(refusal, spec, messages)
-    reader = READERS[request.wire](request.config, request.tool_names)
-    return _SSEStream(spec, messages, response, reader)
+    refusal = request.config.get_error_class(
+        error_message=body.decode(errors="replace"),
+        status_code=response.status,
+        headers=httpx.Headers(response.headers),
+    )
+    raise _mapped(refusal, spec, messages)
 
 
 # --- litellm's own path, for providers without a fast reader -------------------------------
@@ -297,41 +198,37 @@ class _LiteLLMStream(ProviderStream):
         self._messages = messages
         self._chunks: AsyncIterator[Any] = chunks.__aiter__()
         self._wrapper = chunks
-        self._saw_tool_calls = False
-        self._raw_finish: str | None = None
 
-    async def __anext__(self) -> StreamDelta:
-        while True:
-            try:
-                chunk = await self._chunks.__anext__()
-            except StopAsyncIteration:
-                self.finish_reason = normalise_finish(
-                    self._raw_finish, saw_tool_calls=self._saw_tool_calls
+    async def pump(self, sink: DeltaSink) -> None:
+        saw_tool_calls, raw_finish = False, None
+        try:
+            async for chunk in self._chunks:
+                usage = getattr(chunk, "usage", None)
+                if usage is not None:
+                    self.usage = CompletionUsage(usage.prompt_tokens, usage.completion_tokens)
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                raw_finish = choice.finish_reason or raw_finish
+                text = choice.delta.content or ""
+                calls = tuple(
+                    ToolCallDelta(
+                        call.index or 0,
+                        call.id,
+                        call.function.name if call.function else None,
+                        (call.function.arguments if call.function else None) or "",
+                    )
+                    for call in choice.delta.tool_calls or ()
                 )
-                raise
-            except provider_faults() as exc:
-                raise map_error(exc, self._spec, self._messages) from None
-            usage = getattr(chunk, "usage", None)
-            if usage is not None:
-                self.usage = CompletionUsage(usage.prompt_tokens, usage.completion_tokens)
-            if not chunk.choices:
-                continue
-            choice = chunk.choices[0]
-            self._raw_finish = choice.finish_reason or self._raw_finish
-            text = choice.delta.content or ""
-            calls = tuple(
-                ToolCallDelta(
-                    call.index or 0,
-                    call.id,
-                    call.function.name if call.function else None,
-                    (call.function.arguments if call.function else None) or "",
-                )
-                for call in choice.delta.tool_calls or ()
-            )
-            if calls:
-                self._saw_tool_calls = True
-            if text or calls:
-                return StreamDelta(str(text), calls)
+                if calls:
+                    saw_tool_calls = True
+                if text or calls:
+                    sink(StreamDelta(str(text), calls))
+        except provider_faults() as exc:
+            raise map_error(exc, self._spec, self._messages) from None
+        finally:
+            await self.aclose()
+        self.finish_reason = normalise_finish(raw_finish, saw_tool_calls=saw_tool_calls)
 
     async def aclose(self) -> None:
         close = getattr(self._wrapper, "aclose", None)
@@ -390,4 +287,6 @@ async def open_stream(
         request = await build_request(wire, spec, messages, params, settings)
     except provider_faults() as exc:
         raise map_error(exc, spec, messages) from None
+    if http_stream.proxied(request.url):
+        return await open_litellm_stream(spec, messages, params, settings)
     return await _open_fast(request, spec, messages, settings)

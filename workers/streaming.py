@@ -19,7 +19,7 @@ from tokenwindow.settings import Settings
 from workers.engine import Engine
 from workers.ledger import LeaseLostError
 from workers.llm import CompletionUsage
-from workers.provider_stream import open_stream
+from workers.provider_stream import StreamDelta, open_stream
 from workers.reply import ReplyTracker
 
 
@@ -53,6 +53,11 @@ class Reply:
         return fields
 
 
+def lease_lost(lease: asyncio.Future[None]) -> bool:
+    """``keep_lease`` returns only when another execution holds the turn's lease now."""
+    return lease.done() and not lease.cancelled() and lease.exception() is None
+
+
 @dataclass(frozen=True)
 class Attempt:
     """Who is streaming what: the turn, its attempt number and what earlier ones published."""
@@ -79,30 +84,37 @@ async def stream_reply(
     renewing the lease meanwhile (``LeaseLostError`` if another task took the turn over)."""
     outbox = engine.publisher.outbox(attempt.session_id, attempt.turn_id, attempt.number)
     tracker = ReplyTracker(attempt.published, attempt.tools_published)
-    first: float | None = None
-    keeper = asyncio.ensure_future(
+    first: list[float] = []
+
+    def publish(delta: StreamDelta) -> None:
+        if not first:
+            first.append(time.time())
+        outbox.put(tracker.feed(delta))
+
+    lease = asyncio.ensure_future(
         engine.keep_lease(attempt.session_id, attempt.turn_id, attempt.owner)
     )
+    streaming = asyncio.current_task()
+    assert streaming is not None
+    lease.add_done_callback(lambda _: lease_lost(lease) and streaming.cancel())
     try:
         async with asyncio.timeout(settings.completion_soft_time_limit):
             stream = await open_stream(spec, messages, params, settings=settings)
-            try:
-                async for delta in stream:
-                    if keeper.done():
-                        raise LeaseLostError(attempt.turn_id)
-                    if first is None:
-                        first = time.time()
-                    outbox.put(tracker.feed(delta))
-            finally:
-                await stream.aclose()
+            async with stream:
+                await stream.pump(publish)
             outbox.put(tracker.end())
             await outbox.drain()
+    except asyncio.CancelledError:
+        if not lease_lost(lease):
+            raise
+        streaming.uncancel()
+        raise LeaseLostError(attempt.turn_id) from None
     finally:
-        keeper.cancel()
+        lease.cancel()
     return Reply(
         text=tracker.text,
         tool_calls=tracker.tool_calls(),
         finish_reason=stream.finish_reason,
         usage=stream.usage,
-        first_delta_at=first,
+        first_delta_at=first[0] if first else None,
     )

@@ -13,7 +13,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.fakes import (
@@ -37,14 +36,13 @@ from tokenwindow.errors import (
 from tokenwindow.messages import Message
 from tokenwindow.models import BUILTIN_MODELS, OFFLINE_MODEL, ModelSpec
 from tokenwindow.settings import Settings, load_settings
+from workers.http_stream import close_pools
 from workers.llm import CompletionUsage
 from workers.provider_stream import (
-    SHARDS,
     ProviderStream,
-    close_shared_client,
+    StreamDelta,
     open_litellm_stream,
     open_stream,
-    shared_client,
 )
 
 MESSAGES: list[Message] = [
@@ -96,7 +94,8 @@ class Result:
 
 async def drain(stream: ProviderStream) -> Result:
     result = Result()
-    async for delta in stream:
+
+    def take(delta: StreamDelta) -> None:
         result.deltas += 1
         result.text += delta.text
         for piece in delta.tool_calls:
@@ -104,6 +103,8 @@ async def drain(stream: ProviderStream) -> Result:
             call["id"] = call["id"] or piece.id
             call["name"] = call["name"] or piece.name
             call["arguments"] += piece.arguments
+
+    await stream.pump(take)
     result.finish_reason, result.usage = stream.finish_reason, stream.usage
     return result
 
@@ -177,7 +178,9 @@ def test_openai_arguments_arrive_in_fragments(fake_provider: FakeProviderServer)
         stream = await open_stream(
             spec_for("openai", fake_provider), MESSAGES, TOOL_PARAMS, settings=SETTINGS
         )
-        return [piece async for delta in stream for piece in delta.tool_calls]
+        deltas: list[StreamDelta] = []
+        await stream.pump(deltas.append)
+        return [piece for delta in deltas for piece in delta.tool_calls]
 
     received = asyncio.run(pieces())
     assert [p.index for p in received if p.id] == [0, 1]
@@ -307,7 +310,7 @@ async def failure(
         server.inject(fault)
     settings = load_settings(provider_timeout_seconds=timeout)
     spec = spec_for(api, server)
-    received = 0
+    received: list[StreamDelta] = []
     try:
         if fast:
             stream = await open_stream(spec, MESSAGES, {}, settings=settings)
@@ -316,10 +319,9 @@ async def failure(
     except ProviderError as exc:
         return exc, 0, True
     try:
-        async for _ in stream:
-            received += 1
+        await stream.pump(received.append)
     except ProviderError as exc:
-        return exc, received, False
+        return exc, len(received), False
     raise AssertionError("the stream ended without an error")
 
 
@@ -441,48 +443,92 @@ def test_fifty_concurrent_streams_on_one_loop_are_all_exact() -> None:
         assert got == expected
 
 
-def test_each_event_loop_has_its_own_clients() -> None:
-    async def clients() -> list[httpx.AsyncClient]:
-        return [shared_client() for _ in range(2 * SHARDS)]
-
-    async def closed() -> tuple[list[httpx.AsyncClient], list[httpx.AsyncClient]]:
-        before = [shared_client() for _ in range(SHARDS)]
-        await close_shared_client()
-        return before, [shared_client() for _ in range(SHARDS)]
-
-    first, other = asyncio.run(clients()), asyncio.run(clients())
-    assert len({id(client) for client in first}) == SHARDS, "handed out in turn, then again"
-    assert not {id(client) for client in first} & {id(client) for client in other}
-    before, after = asyncio.run(closed())
-    assert all(client.is_closed for client in before)
-    assert not {id(client) for client in before} & {id(client) for client in after}
-
-
 @pytest.mark.parametrize("api", APIS)
 def test_a_finished_stream_hands_its_connection_back(
     api: str, fake_provider: FakeProviderServer
 ) -> None:
-    async def one_round_of_every_client_then_another() -> None:
+    async def streams_one_after_another() -> None:
         spec = spec_for(api, fake_provider)
-        for _ in range(2 * SHARDS):
+        for _ in range(5):
             await drain(await open_stream(spec, MESSAGES, {}, settings=SETTINGS))
 
-    asyncio.run(one_round_of_every_client_then_another())
-    assert len({r.client_port for r in fake_provider.requests}) == SHARDS
+    asyncio.run(streams_one_after_another())
+    assert len({r.client_port for r in fake_provider.requests}) == 1
+
+
+def test_refusals_and_concurrent_streams_reuse_kept_alive_connections(
+    fake_provider: FakeProviderServer,
+) -> None:
+    """A refusal's body is read to its end, so its connection serves again; streams open at
+    the same time each take a connection of their own."""
+    fake_provider.inject(Fault.error(429, retry_after=1))
+    spec = spec_for("openai", fake_provider)
+
+    async def main() -> None:
+        with pytest.raises(ProviderRateLimitError):
+            await open_stream(spec, MESSAGES, {}, settings=SETTINGS)
+        await drain(await open_stream(spec, MESSAGES, {}, settings=SETTINGS))
+        fake_provider.configure(token_delay=0.02)  # still streaming when the next one opens
+        opened = [await open_stream(spec, MESSAGES, {}, settings=SETTINGS) for _ in range(3)]
+        await asyncio.gather(*(drain(stream) for stream in opened))
+
+    asyncio.run(main())
+    ports = [r.client_port for r in fake_provider.requests]
+    assert ports[0] == ports[1], "the refused request's connection was reused"
+    assert len(set(ports[2:])) == 3
+
+
+def test_each_event_loop_has_its_own_connections(fake_provider: FakeProviderServer) -> None:
+    spec = spec_for("openai", fake_provider)
+
+    async def two_then_closed() -> None:
+        await drain(await open_stream(spec, MESSAGES, {}, settings=SETTINGS))
+        await drain(await open_stream(spec, MESSAGES, {}, settings=SETTINGS))
+        close_pools()
+        await drain(await open_stream(spec, MESSAGES, {}, settings=SETTINGS))
+
+    asyncio.run(two_then_closed())
+    asyncio.run(two_then_closed())
+    ports = [r.client_port for r in fake_provider.requests]
+    assert ports[0] == ports[1] and len(set(ports)) == 4
 
 
 def test_closing_early_ends_the_stream(fake_provider: FakeProviderServer) -> None:
-    async def main() -> tuple[list[Any], str]:
-        spec = spec_for("openai", fake_provider)
-        async with await open_stream(spec, MESSAGES, {}, settings=SETTINGS) as stream:
-            await stream.__anext__()
-        await stream.aclose()
-        after = [delta async for delta in stream]
-        return after, (await drain(await open_stream(spec, MESSAGES, {}, settings=SETTINGS))).text
+    fake_provider.configure(token_delay=0.02)
 
-    after, text = asyncio.run(main())
-    assert after == []
+    async def main() -> tuple[list[StreamDelta], str]:
+        spec = spec_for("openai", fake_provider)
+        received: list[StreamDelta] = []
+        async with await open_stream(spec, MESSAGES, {}, settings=SETTINGS) as stream:
+            pumping = asyncio.ensure_future(stream.pump(received.append))
+            while not received:
+                await asyncio.sleep(0.01)
+        with pytest.raises(ProviderUnavailableError):
+            await pumping
+        fake_provider.configure(token_delay=0)
+        return received, (
+            await drain(await open_stream(spec, MESSAGES, {}, settings=SETTINGS))
+        ).text
+
+    received, text = asyncio.run(main())
+    assert 0 < len(received) < len(default_reply(MESSAGES).split())  # type: ignore[arg-type]
     assert text == default_reply(MESSAGES)  # type: ignore[arg-type]
+
+
+def test_a_sink_that_raises_ends_its_stream_only(fake_provider: FakeProviderServer) -> None:
+    class EnoughError(Exception):
+        pass
+
+    def refuse(delta: StreamDelta) -> None:
+        raise EnoughError
+
+    async def main() -> str:
+        spec = spec_for("openai", fake_provider)
+        with pytest.raises(EnoughError):
+            await (await open_stream(spec, MESSAGES, {}, settings=SETTINGS)).pump(refuse)
+        return (await drain(await open_stream(spec, MESSAGES, {}, settings=SETTINGS))).text
+
+    assert asyncio.run(main()) == default_reply(MESSAGES)  # type: ignore[arg-type]
 
 
 def test_a_cancelled_reader_leaves_the_loop_serving_others(
@@ -495,8 +541,7 @@ def test_a_cancelled_reader_leaves_the_loop_serving_others(
 
         async def read_forever() -> None:
             async with await open_stream(spec, MESSAGES, {}, settings=SETTINGS) as stream:
-                async for _ in stream:
-                    pass
+                await stream.pump(lambda delta: None)
 
         task = asyncio.create_task(read_forever())
         await asyncio.sleep(0.2)
