@@ -7,17 +7,17 @@ task is redelivered only when its worker is really gone.
 
 from __future__ import annotations
 
-from tokenwindow.broker import transport_for
+from tokenwindow.broker import use_for_redis_urls
 from tokenwindow.constants import QUEUE_FAST, TASK_ROUTES
 from tokenwindow.settings import get_settings
 from tokenwindow.topology import celery_broker, celery_queues, celery_result_backend
 
+use_for_redis_urls()
 _settings = get_settings()
 _broker = celery_broker(_settings)
 _results = celery_result_backend(_settings)
 
 broker_url = _broker.url
-broker_transport = transport_for(broker_url)
 result_backend = _results.url
 broker_connection_retry_on_startup = True
 RESTORE_SWEEP_SECONDS = 5

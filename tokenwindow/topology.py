@@ -46,7 +46,7 @@ class CeleryEndpoint:
 
 def _master_options(url: str) -> dict[str, Any]:
     """Database, user and password of the master, taken from ``REDIS_URL``."""
-    parsed = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+    parsed = redis.connection.parse_url(url)  # type: ignore[no-untyped-call,unused-ignore]
     return {k: parsed[k] for k in ("db", "username", "password") if parsed.get(k) is not None}
 
 
@@ -64,10 +64,10 @@ def sync_redis(settings: Settings, **options: Any) -> redis.Redis:
     """
     url = settings.redis_url
     if settings.sentinels:
-        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
             settings.sentinels, sentinel_kwargs=_sentinel_options(settings)
         )
-        master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call,unused-ignore]
             str(settings.sentinel_master), **_master_options(url), **options
         )
         return master
@@ -80,7 +80,7 @@ def async_redis(settings: Settings, **options: Any) -> redis.asyncio.Redis:
     """The asyncio twin of :func:`sync_redis`."""
     url = settings.redis_url
     if settings.sentinels:
-        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
             settings.sentinels, sentinel_kwargs=_sentinel_options(settings)
         )
         master: redis.asyncio.Redis = sentinel.master_for(
@@ -144,8 +144,8 @@ def celery_queues(settings: Settings) -> list[Queue]:
     on quorum queues) cannot route through direct ones.
     """
     if not settings.broker_quorum_queues:
-        return [Queue(name) for name in QUEUES]  # type: ignore[no-untyped-call]
+        return [Queue(name) for name in QUEUES]  # type: ignore[no-untyped-call,unused-ignore]
     return [
-        Queue(name, Exchange(name, type="topic"), routing_key=name, queue_arguments=QUORUM)  # type: ignore[no-untyped-call]
+        Queue(name, Exchange(name, type="topic"), routing_key=name, queue_arguments=QUORUM)  # type: ignore[no-untyped-call,unused-ignore]
         for name in QUEUES
     ]

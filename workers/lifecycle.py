@@ -32,29 +32,19 @@ def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
     configure_logging(loglevel or settings.log_level, log_prompts=settings.log_prompts)
 
 
-def _worker_init(sender: Any = None, **_: Any) -> None:
+def _worker_init(**_: Any) -> None:
     if init_sentry(get_settings()):
         log.info("sentry enabled")
-    if not _forks(sender):
-        # A threads (or solo) pool runs tasks in this process, and no child init will come:
-        # warm up before the first task, not in hundreds of task threads at once.
-        _warm_up()
+    _warm_up()
 
 
-def _forks(worker: Any) -> bool:
-    """True when the worker's pool runs tasks in forked children (which warm themselves)."""
-    from celery import concurrency
-    from celery.concurrency.prefork import TaskPool
-
-    pool = concurrency.get_implementation(getattr(worker, "pool_cls", None) or "prefork")
-    return isinstance(pool, type) and issubclass(pool, TaskPool)
-
-
-def _warm_up(**_: Any) -> None:
-    """Load vocabularies and litellm once per child, before the first task waits on them.
+def _warm_up() -> None:
+    """Load vocabularies and litellm in the worker's main process, before any task waits.
 
     Both come from disk (no network): litellm's import alone takes seconds, which would
-    otherwise land on the first turn each pool process serves.
+    otherwise land on the first turn each pool process serves. A prefork pool's children fork
+    from this process, so they start with both loaded and share those pages with it; a threads
+    pool's tasks find them loaded, instead of hundreds of threads importing at once.
     """
     for name in WARM_ENCODINGS:
         counter_for_encoding(name).count_text("warm")
@@ -108,7 +98,6 @@ def _task_retry(request: Any = None, reason: Any = None, **_: Any) -> None:
 # make these functions untyped too.
 signals.setup_logging.connect(_setup_logging)
 signals.worker_init.connect(_worker_init)
-signals.worker_process_init.connect(_warm_up)
 signals.task_prerun.connect(_task_started)
 signals.task_postrun.connect(_task_finished)
 signals.task_retry.connect(_task_retry)
