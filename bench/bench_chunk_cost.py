@@ -13,8 +13,8 @@ import argparse
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -29,6 +29,9 @@ from tests.fakes import (
 from tokenwindow.messages import Message
 from tokenwindow.models import ModelSpec
 from tokenwindow.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from workers.provider_stream import ProviderStream
 
 CHUNKS = 50
 REPLY = "".join(f"w{n} " for n in range(CHUNKS))
@@ -127,12 +130,19 @@ async def litellm_async(_: str, spec: ModelSpec, streams: int, __: Settings) -> 
     return await asyncio.gather(*(one() for _ in range(streams)))
 
 
+async def text_of(stream: ProviderStream) -> str:
+    """The reply's text, pumped from ``stream`` as a worker pumps it."""
+    parts: list[str] = []
+    async with stream:
+        await stream.pump(lambda delta: parts.append(delta.text))
+    return "".join(parts)
+
+
 async def ours(_: str, spec: ModelSpec, streams: int, settings: Settings) -> list[str]:
     from workers.provider_stream import open_stream
 
     async def one() -> str:
-        stream = await open_stream(spec, MESSAGES, {}, settings=settings)
-        return "".join([delta.text async for delta in stream])
+        return await text_of(await open_stream(spec, MESSAGES, {}, settings=settings))
 
     return await asyncio.gather(*(one() for _ in range(streams)))
 
@@ -161,15 +171,18 @@ def cpu_us_per_chunk(
 
 
 # --- our layer alone: recorded bytes replayed, no network -------------------------------------
-class _Replay(httpx.AsyncByteStream):
-    """A response body that yields one recorded SSE frame per read."""
+class _Replay:
+    """A response whose body is recorded SSE frames, handed over one frame per read."""
 
     def __init__(self, frames: list[bytes]) -> None:
         self._frames = frames
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    async def stream(self, sink: Callable[[bytes], None]) -> None:
         for frame in self._frames:
-            yield frame
+            sink(frame)
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def _recorded_frames(wire: str) -> list[bytes]:
@@ -196,9 +209,8 @@ def parse_cost(wire: str, streams: int, settings: Settings) -> tuple[float, floa
     async def ours() -> None:
         for _ in range(streams):
             reader = READERS[wire](config, {})
-            response = httpx.Response(200, stream=_Replay(frames))
-            stream = _SSEStream(spec, MESSAGES, response, reader)
-            text = "".join([delta.text async for delta in stream])
+            response: Any = _Replay(frames)  # stands in for workers.http_stream.Response
+            text = await text_of(_SSEStream(spec, MESSAGES, response, reader))
             assert text == REPLY, text
 
     def floor() -> None:

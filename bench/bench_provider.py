@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import httpx
 
+from bench.bench_chunk_cost import text_of
 from bench.report import Row
 from tests.fakes import FakeProviderProcess, openai_spec
 from tests.fakes.specs import FAKE_KEY
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> list[Row]:
 
         async def event_loop_stream() -> str:
             stream = await open_stream(spec, MESSAGES, {"max_tokens": 200}, settings=settings)
-            return "".join([delta.text async for delta in stream])
+            return await text_of(stream)
 
         async def raw_async_stream() -> str:
             async with async_http.stream(
