@@ -10,8 +10,8 @@ as the Procfile's worker lines, as written, on a private redis-server.
 Figures: wall time (first submit to last ``turn_completed``), turn latency (submit to
 ``turn_completed`` as the subscriber sees it), added delay (the fake records when each chunk
 left; the subscriber records when the event carrying it arrived: coalesced events map back to
-every chunk they joined), worker memory (RSS summed over each worker's process tree, peak of
-samples), worker CPU (utime + stime of the trees, per 1,000 chunks), Redis commands per turn
+every chunk they joined), worker memory (RSS and PSS summed over each worker's process tree,
+peak of samples), worker CPU (utime + stime of the trees, per 1,000 chunks), Redis commands per turn
 (``INFO commandstats`` delta over the run / N), and whether every reply arrived exact. Every
 reply is unique, so a lost, repeated or misplaced chunk shows.
 """
@@ -96,6 +96,8 @@ class Run:
     reader_cpu_seconds: float = 0.0
     idle_rss: int = 0
     peak_rss: int = 0
+    idle_pss: int = 0
+    peak_pss: int = 0
     commands: Counter[str] | None = None
 
     @property
@@ -249,7 +251,7 @@ def service_run(stack: Stack, workers: ProcfileWorkers, n: int) -> Run:
         if not ready.wait(READER_START_SECONDS):
             raise RuntimeError("the reader process did not start")
         sampler = TreeSampler(workers.pids)
-        idle_rss = sampler.idle_rss()
+        idle_rss, idle_pss = sampler.idle_memory()
         before = commandstats(stack.redis_url)
         with sampler:
             starts = asyncio.run(submit_all(turns))
@@ -270,6 +272,8 @@ def service_run(stack: Stack, workers: ProcfileWorkers, n: int) -> Run:
         reader_cpu,
         idle_rss,
         sampler.peak_rss,
+        idle_pss,
+        sampler.peak_pss,
         commands,
     )
 
@@ -368,6 +372,14 @@ def rows(n: int, ours: Run, raw: Run, sent: dict[str, float], exact: tuple[int, 
             f"{ours.peak_rss / ours.idle_rss:.2f}x",
             f"sum over the Procfile workers' process trees; goal <= {RSS_GOAL_BYTES / 1e9} GB "
             "at N=500",
+        ),
+        Row(
+            "concurrency",
+            f"{case} worker PSS peak",
+            f"{ours.peak_pss / 1e6:.0f} MB",
+            f"{ours.idle_pss / 1e6:.0f} MB idle before",
+            f"{ours.peak_pss / ours.idle_pss:.2f}x",
+            "the same trees, pages a prefork parent shares with its children counted once",
         ),
         Row(
             "concurrency",

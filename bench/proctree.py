@@ -2,7 +2,10 @@
 
 A tree is every process in the session its root leads (the root was started with
 ``start_new_session``), so pool children forked later are counted too. CPU is utime + stime;
-a process that exits between samples loses only its last interval.
+a process that exits between samples loses only its last interval. Memory is read two ways:
+RSS summed counts a page shared by a prefork parent and its children once per process; PSS
+(proportional set size) splits each shared page among its sharers, so its sum is what the
+trees take of the machine.
 """
 
 from __future__ import annotations
@@ -17,6 +20,16 @@ PROC = Path("/proc")
 TICK_SECONDS = 1 / os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 SAMPLE_SECONDS = 0.2
+
+
+def pss_bytes(pid: int) -> int:
+    """The process's proportional set size (0 once it has exited)."""
+    try:
+        rollup = (PROC / str(pid) / "smaps_rollup").read_text()
+    except OSError:
+        return 0
+    line = next(line for line in rollup.splitlines() if line.startswith("Pss:"))
+    return int(line.split()[1]) * 1024
 
 
 def sessions(leaders: Iterable[int]) -> dict[int, tuple[float, int]]:
@@ -39,24 +52,28 @@ def sessions(leaders: Iterable[int]) -> dict[int, tuple[float, int]]:
 
 
 class TreeSampler:
-    """``with TreeSampler(pids) as usage:`` then ``usage.cpu_seconds`` and ``usage.peak_rss``."""
+    """``with TreeSampler(pids) as usage:`` then ``usage.cpu_seconds``, ``usage.peak_rss`` and
+    ``usage.peak_pss``."""
 
     def __init__(self, leaders: Iterable[int]) -> None:
         self.leaders = list(leaders)
         self.cpu_seconds = 0.0
         self.peak_rss = 0
+        self.peak_pss = 0
         self._start: dict[int, float] = {}
         self._last: dict[int, float] = {}
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tree-sampler", daemon=True)
 
-    def idle_rss(self) -> int:
-        """Resident bytes right now (before the load: what the trees hold at rest)."""
-        return sum(rss for _, rss in sessions(self.leaders).values())
+    def idle_memory(self) -> tuple[int, int]:
+        """(RSS, PSS) bytes right now (before the load: what the trees hold at rest)."""
+        found = sessions(self.leaders)
+        return sum(rss for _, rss in found.values()), sum(map(pss_bytes, found))
 
     def _sample(self) -> None:
         found = sessions(self.leaders)
         self.peak_rss = max(self.peak_rss, sum(rss for _, rss in found.values()))
+        self.peak_pss = max(self.peak_pss, sum(map(pss_bytes, found)))
         self._last.update({pid: cpu for pid, (cpu, _) in found.items()})
 
     def _run(self) -> None:

@@ -5,12 +5,18 @@ A streamed reply is seconds of waiting for a few microseconds of work per chunk.
 transitions); the stream itself runs here, on one loop shared by all of the process's turns,
 with one HTTP connection pool and one publisher whose flushes carry every stream's events.
 Memory per stream is a coroutine and a socket, not a process.
+
+That loop shares the interpreter's lock with Celery's consumer thread, which waits for it after
+every socket read (several per task received). At Python's default switch interval (5 ms) a
+busy loop makes each wait up to 5 ms and the consumer takes in only a few dozen tasks a
+second, so a process that streams switches every ``SWITCH_INTERVAL_SECONDS`` instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -26,12 +32,14 @@ from workers.ledger import RENEW_SCRIPT, lua_source, renew_header, script_args
 from workers.publisher import StreamPublisher
 
 T = TypeVar("T")
+SWITCH_INTERVAL_SECONDS = 0.0002
 
 
 class Engine:
     """The loop, its thread, and what lives on it."""
 
     def __init__(self) -> None:
+        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="streams", daemon=True)
         self._thread.start()

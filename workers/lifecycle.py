@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import signals
 
+from tokenwindow.constants import QUEUE_COMPLETIONS, QUEUE_SUMMARIZATION
 from tokenwindow.counting import counter_for_encoding
 from tokenwindow.errors import TokenWindowError
 from tokenwindow.models import get_registry
@@ -23,6 +24,8 @@ from workers.sentry import init_sentry
 
 log = logging.getLogger("tokenwindow.tasks")
 WARM_ENCODINGS = ("o200k_base", "cl100k_base")
+PROVIDER_QUEUES = frozenset({QUEUE_COMPLETIONS, QUEUE_SUMMARIZATION})
+"""Queues whose tasks call providers (through litellm)."""
 _started: dict[str, float] = {}
 
 
@@ -32,23 +35,32 @@ def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
     configure_logging(loglevel or settings.log_level, log_prompts=settings.log_prompts)
 
 
-def _worker_init(**_: Any) -> None:
+def _worker_init(sender: Any = None, **_: Any) -> None:
     if init_sentry(get_settings()):
         log.info("sentry enabled")
-    _warm_up()
+    _warm_up(calls_providers=bool(consumed_queues(sender) & PROVIDER_QUEUES))
 
 
-def _warm_up() -> None:
-    """Load vocabularies and litellm in the worker's main process, before any task waits.
+def consumed_queues(worker: Any) -> set[str]:
+    """The queues a worker consumes: its ``-Q`` list, else every declared queue."""
+    queues = worker.app.amqp.queues
+    return set(queues.consume_from or queues)
+
+
+def _warm_up(*, calls_providers: bool) -> None:
+    """Load vocabularies (and litellm, where tasks call providers) in the worker's main
+    process, before any task waits on them.
 
     Both come from disk (no network): litellm's import alone takes seconds, which would
-    otherwise land on the first turn each pool process serves. A prefork pool's children fork
-    from this process, so they start with both loaded and share those pages with it; a threads
-    pool's tasks find them loaded, instead of hundreds of threads importing at once.
+    otherwise land on the first turn each pool process serves, and about 180 MB that a worker
+    that only counts tokens never needs. A prefork pool's children fork from this process, so
+    they start with both loaded and share those pages with it; a threads pool's tasks find them
+    loaded, instead of hundreds of threads importing at once.
     """
     for name in WARM_ENCODINGS:
         counter_for_encoding(name).count_text("warm")
-    load_litellm()
+    if calls_providers:
+        load_litellm()
     with contextlib.suppress(TokenWindowError):
         get_registry()  # a broken models file fails each turn clearly, not the worker's start
 
