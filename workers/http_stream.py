@@ -15,6 +15,7 @@ module (``proxied``): such calls stream through litellm instead.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import urllib.request
 import weakref
@@ -29,6 +30,7 @@ __all__ = [
     "HTTPStreamError",
     "Response",
     "close_pools",
+    "environment_proxies",
     "proxied",
     "send",
 ]
@@ -59,13 +61,20 @@ class _Origin:
     port: int
 
 
+@functools.cache
+def environment_proxies() -> dict[str, str]:
+    """The proxy settings of the environment, read once per process: ``getproxies`` walks
+    every environment variable, which per streamed reply cost more than its HTTP framing."""
+    return urllib.request.getproxies_environment()
+
+
 def proxied(url: str) -> bool:
     """True when the environment (``HTTPS_PROXY``, ``NO_PROXY``...) routes ``url`` via a proxy."""
     parts = urlsplit(url)
-    proxies = urllib.request.getproxies()
+    proxies = environment_proxies()
     if not (proxies.get(parts.scheme) or proxies.get("all")):
         return False
-    return not urllib.request.proxy_bypass(parts.hostname or "")
+    return not urllib.request.proxy_bypass_environment(parts.hostname or "", proxies)
 
 
 class Response:

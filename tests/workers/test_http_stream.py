@@ -13,7 +13,14 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from workers.http_stream import HTTPStallError, HTTPStreamError, Response, send
+from workers.http_stream import (
+    HTTPStallError,
+    HTTPStreamError,
+    Response,
+    environment_proxies,
+    proxied,
+    send,
+)
 
 Answer = list[bytes]
 """What the server writes, piece by piece, for each request it reads."""
@@ -193,3 +200,37 @@ def test_unreachable_server_and_header_injection_are_refused() -> None:
 
     with pytest.raises(ValueError, match="x-key"):
         run(injected)
+
+
+@pytest.mark.parametrize(
+    ("environment", "url", "expected"),
+    [
+        ({}, "https://api.openai.com/v1", False),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, "https://api.openai.com/v1", True),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, "http://127.0.0.1:8000/v1", False),
+        ({"ALL_PROXY": "http://proxy:3128"}, "http://127.0.0.1:8000/v1", True),
+        (
+            {"ALL_PROXY": "http://p:3128", "NO_PROXY": "127.0.0.1"},
+            "http://127.0.0.1:8000/v1",
+            False,
+        ),
+        (
+            {"HTTPS_PROXY": "http://p:3128", "NO_PROXY": ".openai.com"},
+            "https://api.openai.com",
+            False,
+        ),
+    ],
+)
+def test_proxied_follows_the_environment(
+    environment: dict[str, str], url: str, expected: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
+        for key in (name, name.lower()):
+            monkeypatch.delenv(key, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    environment_proxies.cache_clear()
+    try:
+        assert proxied(url) is expected
+    finally:
+        environment_proxies.cache_clear()

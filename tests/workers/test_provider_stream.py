@@ -36,6 +36,7 @@ from tokenwindow.errors import (
 from tokenwindow.messages import Message
 from tokenwindow.models import BUILTIN_MODELS, OFFLINE_MODEL, ModelSpec
 from tokenwindow.settings import Settings, load_settings
+from workers import http_stream
 from workers.http_stream import close_pools
 from workers.llm import CompletionUsage
 from workers.provider_stream import (
@@ -590,3 +591,27 @@ def test_anthropic_response_format_goes_through_litellm(
     result = asyncio.run(main())
     assert json.loads(result.text) == {"city": "Lisbon"}
     assert not result.calls
+
+
+# --- proxies --------------------------------------------------------------------------------------
+def test_a_url_the_environment_proxies_streams_through_litellm(
+    fake_provider: FakeProviderServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our connections do not speak to proxies: such a URL takes litellm's path (whose httpx
+    client honours the proxy), and the reply is the same."""
+    spec = openai_spec(fake_provider.openai_base)
+    taken: list[str] = []
+    monkeypatch.setattr(
+        "workers.provider_stream.open_litellm_stream",
+        lambda *args: taken.append("litellm") or open_litellm_stream(*args),
+    )
+    direct = asyncio.run(drain_open(spec))
+    monkeypatch.setattr(http_stream, "environment_proxies", lambda: {"http": "http://proxy:3128"})
+    through_proxy = asyncio.run(drain_open(spec))
+    assert taken == ["litellm"]
+    assert through_proxy.text == direct.text
+    assert through_proxy.text.startswith("Fake reply to")
+
+
+async def drain_open(spec: ModelSpec) -> Result:
+    return await drain(await open_stream(spec, MESSAGES, {}, settings=SETTINGS))
