@@ -74,7 +74,7 @@ def proxied(url: str) -> bool:
     proxies = environment_proxies()
     if not (proxies.get(parts.scheme) or proxies.get("all")):
         return False
-    return not urllib.request.proxy_bypass_environment(parts.hostname or "", proxies)
+    return not urllib.request.proxy_bypass(parts.hostname or "")  # NO_PROXY, read when needed
 
 
 class Response:
