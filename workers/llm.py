@@ -193,16 +193,24 @@ class CompletionStream(Iterator[str]):
                 raise
             except provider_faults() as exc:
                 raise map_error(exc, self._spec, self._messages) from None
-            usage = getattr(chunk, "usage", None)
+            usage, choice = read_chunk(chunk)
             if usage is not None:
-                self.usage = CompletionUsage(usage.prompt_tokens, usage.completion_tokens)
-            if not chunk.choices:
+                self.usage = usage
+            if choice is None:
                 continue
-            choice = chunk.choices[0]
             self.finish_reason = choice.finish_reason or self.finish_reason
             text = choice.delta.content
             if text:
                 return str(text)
+
+
+def read_chunk(chunk: Any) -> tuple[CompletionUsage | None, Any]:
+    """A litellm stream chunk's usage, where it carries one, and its first choice (or None)."""
+    usage = getattr(chunk, "usage", None)
+    counted = (
+        CompletionUsage(usage.prompt_tokens, usage.completion_tokens) if usage is not None else None
+    )
+    return counted, (chunk.choices[0] if chunk.choices else None)
 
 
 def stream_completion(

@@ -28,7 +28,14 @@ from tokenwindow.models import ModelSpec
 from tokenwindow.settings import Settings
 from workers import http_stream
 from workers.http_stream import HTTPStallError
-from workers.llm import CompletionUsage, api_key_for, load_litellm, map_error, provider_faults
+from workers.llm import (
+    CompletionUsage,
+    api_key_for,
+    load_litellm,
+    map_error,
+    provider_faults,
+    read_chunk,
+)
 from workers.provider_chunks import READERS, ChunkReader, normalise_finish
 from workers.provider_request import ProviderRequest, build_request, fast_wire
 from workers.stream_deltas import StreamDelta, ToolCallDelta
@@ -203,12 +210,11 @@ class _LiteLLMStream(ProviderStream):
         saw_tool_calls, raw_finish = False, None
         try:
             async for chunk in self._chunks:
-                usage = getattr(chunk, "usage", None)
+                usage, choice = read_chunk(chunk)
                 if usage is not None:
-                    self.usage = CompletionUsage(usage.prompt_tokens, usage.completion_tokens)
-                if not chunk.choices:
+                    self.usage = usage
+                if choice is None:
                     continue
-                choice = chunk.choices[0]
                 raw_finish = choice.finish_reason or raw_finish
                 text = choice.delta.content or ""
                 calls = tuple(
