@@ -51,6 +51,11 @@ def sessions(leaders: Iterable[int]) -> dict[int, tuple[float, int]]:
     return found
 
 
+def _memory(found: dict[int, tuple[float, int]]) -> tuple[int, int]:
+    """(RSS, PSS) summed over the processes ``sessions`` found."""
+    return sum(rss for _, rss in found.values()), sum(map(pss_bytes, found))
+
+
 class TreeSampler:
     """``with TreeSampler(pids) as usage:`` then ``usage.cpu_seconds``, ``usage.peak_rss`` and
     ``usage.peak_pss``."""
@@ -67,13 +72,12 @@ class TreeSampler:
 
     def idle_memory(self) -> tuple[int, int]:
         """(RSS, PSS) bytes right now (before the load: what the trees hold at rest)."""
-        found = sessions(self.leaders)
-        return sum(rss for _, rss in found.values()), sum(map(pss_bytes, found))
+        return _memory(sessions(self.leaders))
 
     def _sample(self) -> None:
         found = sessions(self.leaders)
-        self.peak_rss = max(self.peak_rss, sum(rss for _, rss in found.values()))
-        self.peak_pss = max(self.peak_pss, sum(map(pss_bytes, found)))
+        rss, pss = _memory(found)
+        self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
         self._last.update({pid: cpu for pid, (cpu, _) in found.items()})
 
     def _run(self) -> None:
