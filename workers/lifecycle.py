@@ -7,6 +7,7 @@ Sentry or the tokenizer files.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import time
 from typing import Any
@@ -63,6 +64,7 @@ def _warm_up(*, calls_providers: bool) -> None:
         load_litellm()
     with contextlib.suppress(TokenWindowError):
         get_registry()  # a broken models file fails each turn clearly, not the worker's start
+    gc.freeze()
 
 
 def _task_started(task_id: str, task: Any, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
