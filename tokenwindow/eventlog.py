@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from json.encoder import encode_basestring
 from typing import Any
 
 import redis
@@ -25,12 +26,12 @@ from tokenwindow.events import Event, EventType
 
 EMIT_LUA = """
 -- Append one event to the session's stream and channel; the turn's seq counter lives in the
--- ledger hash (field TURN:seq). body is the event's JSON object without seq and id.
-local function emit(turns, stream, channel, turn_id, body, maxlen, ttl)
+-- ledger hash (field TURN:seq). body is the event's JSON object without seq and id. The caller
+-- sets the stream's expiry once per script, however many events it emits.
+local function emit(turns, stream, channel, turn_id, body, maxlen)
   local seq = redis.call('HINCRBY', turns, turn_id .. ':seq', 1)
   local full = string.sub(body, 1, -2) .. ',"seq":' .. seq .. '}'
   local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'event', full)
-  redis.call('EXPIRE', stream, ttl)
   redis.call('PUBLISH', channel, string.sub(full, 1, -2) .. ',"id":"' .. id .. '"}')
   return {seq, id}
 end
@@ -39,26 +40,40 @@ end
 PUBLISH_LUA = (
     EMIT_LUA
     + """
--- KEYS: ledger hash, event stream, channel
--- ARGV: turn_id, maxlen, ttl, then (kind, body, text) per event
+-- One group of events per session, in order; a flush carries every stream's group at once.
+-- KEYS: per group: ledger hash, event stream, channel
+-- ARGV: maxlen, ttl, then per group: turn_id, event count, then (kind, body, text) per event
 -- kind: event | token (text is appended to what was published) | tool | reset
-local tid, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
+local maxlen, ttl = ARGV[1], ARGV[2]
 local out = {}
-for i = 4, #ARGV, 3 do
-  local kind, body, text = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local r = emit(KEYS[1], KEYS[2], KEYS[3], tid, body, maxlen, ttl)
-  if kind == 'token' then
-    local seen = redis.call('HGET', KEYS[1], tid .. ':text') or ''
-    redis.call('HSET', KEYS[1], tid .. ':text', seen .. text)
-  elseif kind == 'tool' then
-    redis.call('HSET', KEYS[1], tid .. ':tools', '1')
-  elseif kind == 'reset' then
-    redis.call('HDEL', KEYS[1], tid .. ':text', tid .. ':tools')
+local a = 3
+for k = 1, #KEYS, 3 do
+  local turns, stream, channel = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local tid, count = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  local added = {}
+  for _ = 1, count do
+    local kind, body, text = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+    a = a + 3
+    local r = emit(turns, stream, channel, tid, body, maxlen)
+    if kind == 'token' then
+      added[#added + 1] = text
+    elseif kind == 'tool' then
+      redis.call('HSET', turns, tid .. ':tools', '1')
+    elseif kind == 'reset' then
+      redis.call('HDEL', turns, tid .. ':text', tid .. ':tools')
+      added = {}
+    end
+    out[#out + 1] = r[1]
+    out[#out + 1] = r[2]
   end
-  out[#out + 1] = r[1]
-  out[#out + 1] = r[2]
+  if #added > 0 then
+    local seen = redis.call('HGET', turns, tid .. ':text') or ''
+    redis.call('HSET', turns, tid .. ':text', seen .. table.concat(added))
+  end
+  redis.call('EXPIRE', turns, ttl)
+  redis.call('EXPIRE', stream, ttl)
 end
-redis.call('EXPIRE', KEYS[1], ttl)
 return out
 """
 )
@@ -80,6 +95,24 @@ def encode_event(
     return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
 
 
+class TokenEncoder:
+    """``encode_event`` for one turn's ``token`` events, the same JSON byte for byte.
+
+    Streams encode one token event per flush per reply, the hottest encoding there is: the
+    fixed fields are encoded once per reply, and each event only adds its time and text.
+    """
+
+    def __init__(self, session_id: str, turn_id: str, attempt: int) -> None:
+        empty = encode_event(session_id, turn_id, EventType.TOKEN, {"attempt": attempt})
+        head, _, rest = empty.partition(',"ts":')
+        self._head = head + ',"ts":'
+        self._tail = rest[rest.index(",") :]
+
+    def __call__(self, text: str) -> str:
+        stamp = repr(round(time.time(), 6))
+        return f'{self._head}{stamp},"text":{encode_basestring(text)}{self._tail}'
+
+
 def event_keys(session_id: str) -> list[str]:
     """The keys an event touches, in the order the scripts expect them."""
     return [turns_key(session_id), events_stream_key(session_id), events_channel(session_id)]
@@ -92,14 +125,26 @@ def finish_event(body: str, seq: object, entry_id: object) -> Event:
     return event
 
 
-def publish_args(
-    turn_id: str, maxlen: int, ttl: int, batch: Sequence[tuple[str, str, str]]
-) -> list[str | int]:
-    """ARGV for ``PUBLISH_LUA``: the fixed head, then (kind, body, text) per event."""
-    args: list[str | int] = [turn_id, maxlen, ttl]
-    for kind, body, text in batch:
-        args += [kind, body, text]
-    return args
+Triple = tuple[str, str, str]
+"""One event for ``PUBLISH_LUA``: (kind, body, text)."""
+
+
+def publish_call(
+    maxlen: int, ttl: int, groups: Sequence[tuple[str, str, Sequence[Triple]]]
+) -> tuple[list[str], list[str | int]]:
+    """KEYS and ARGV for ``PUBLISH_LUA``: (session_id, turn_id, events) per group.
+
+    Groups of different sessions touch keys in different cluster slots: on Redis Cluster, one
+    group per call.
+    """
+    keys: list[str] = []
+    args: list[str | int] = [maxlen, ttl]
+    for session_id, turn_id, batch in groups:
+        keys += event_keys(session_id)
+        args += [turn_id, len(batch)]
+        for triple in batch:
+            args += triple
+    return keys, args
 
 
 class EventLog:
@@ -112,8 +157,10 @@ class EventLog:
 
     def publish(self, session_id: str, turn_id: str, event_type: EventType, **fields: Any) -> Event:
         body = encode_event(session_id, turn_id, event_type, fields)
-        args = publish_args(turn_id, self._maxlen, self._ttl, [(KIND_EVENT, body, "")])
-        seq, entry_id = self._script(keys=event_keys(session_id), args=args)
+        keys, args = publish_call(
+            self._maxlen, self._ttl, [(session_id, turn_id, [(KIND_EVENT, body, "")])]
+        )
+        seq, entry_id = self._script(keys=keys, args=args)
         return finish_event(body, seq, entry_id)
 
 
@@ -129,6 +176,8 @@ class AsyncEventLog:
         self, session_id: str, turn_id: str, event_type: EventType, **fields: Any
     ) -> Event:
         body = encode_event(session_id, turn_id, event_type, fields)
-        args = publish_args(turn_id, self._maxlen, self._ttl, [(KIND_EVENT, body, "")])
-        seq, entry_id = await self._script(keys=event_keys(session_id), args=args)
+        keys, args = publish_call(
+            self._maxlen, self._ttl, [(session_id, turn_id, [(KIND_EVENT, body, "")])]
+        )
+        seq, entry_id = await self._script(keys=keys, args=args)
         return finish_event(body, seq, entry_id)

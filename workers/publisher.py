@@ -2,10 +2,12 @@
 
 Every reply being streamed in this process has an outbox. Its first delta goes out at once;
 later deltas that arrive within one flush interval (``TOKENWINDOW_STREAM_FLUSH_MS``) are
-coalesced into one ``token`` event, and one
-pipelined round trip carries every outbox's events of that interval, each outbox as one atomic
-publish script (``tokenwindow.eventlog.PUBLISH_LUA``). With an interval of 0 each delta is its
-own event, still pipelined with whatever else is ready in the same loop iteration.
+coalesced into one ``token`` event, and one call of the publish script
+(``tokenwindow.eventlog.PUBLISH_LUA``) carries every outbox's events of that interval: a
+hundred streams cost one round trip, not a hundred commands to pack and parse. On Redis Cluster,
+where sessions live in different slots, each outbox is its own call, pipelined. With an
+interval of 0 each delta is its own event, still sent with whatever else is ready in the same
+loop iteration.
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ import asyncio
 from typing import Any
 
 import redis.asyncio
+import redis.asyncio.cluster
 
 from tokenwindow.eventlog import (
     KIND_RESET,
     KIND_TOKEN,
     KIND_TOOL,
     PUBLISH_LUA,
+    TokenEncoder,
+    Triple,
     encode_event,
-    event_keys,
-    publish_args,
+    publish_call,
 )
 from tokenwindow.events import EventType
 from tokenwindow.scripts import AsyncScript
@@ -40,6 +44,7 @@ class Outbox:
         self._pending: list[list[Any]] = []
         self._flushed: asyncio.Future[None] | None = None
         self._first = True
+        self._encode_token = TokenEncoder(session_id, turn_id, attempt)
 
     def put(self, actions: list[Action]) -> None:
         for kind, payload in actions:
@@ -55,15 +60,14 @@ class Outbox:
             self._publisher.ready(self, now=self._first)
             self._first = False
 
-    def take(self) -> list[tuple[str, str, str]]:
+    def take(self) -> list[Triple]:
         """The pending events as publish-script triples (kind, body, text)."""
         batch, self._pending = self._pending, []
         sid, tid, attempt = self.session_id, self.turn_id, self.attempt
-        out: list[tuple[str, str, str]] = []
+        out: list[Triple] = []
         for kind, payload in batch:
             if kind == KIND_TOKEN:
-                fields = {"text": payload, "attempt": attempt}
-                out.append((kind, encode_event(sid, tid, EventType.TOKEN, fields), payload))
+                out.append((kind, self._encode_token(payload), payload))
             elif kind == KIND_TOOL:
                 fields = {**payload, "attempt": attempt}
                 out.append((kind, encode_event(sid, tid, EventType.TOOL_CALL, fields), ""))
@@ -93,12 +97,15 @@ class StreamPublisher:
         self, client: redis.asyncio.Redis, *, flush_ms: int, maxlen: int, ttl_seconds: int
     ) -> None:
         self._script = AsyncScript(client, PUBLISH_LUA)
+        self._call_per_outbox = isinstance(client, redis.asyncio.cluster.RedisCluster)
         self._interval = flush_ms / 1000
         self._maxlen = maxlen
         self._ttl = ttl_seconds
         self._ready: dict[int, Outbox] = {}
         self._flushes: set[asyncio.Future[None]] = set()
-        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_is_soon = False
+        """Whether ``_timer`` flushes on the loop's next turn (else after the interval)."""
 
     @property
     def coalesce(self) -> bool:
@@ -111,11 +118,12 @@ class StreamPublisher:
     def ready(self, outbox: Outbox, *, now: bool = False) -> None:
         self._ready[id(outbox)] = outbox
         loop = asyncio.get_running_loop()
-        if now and isinstance(self._timer, asyncio.TimerHandle):
+        if now and self._timer is not None and not self._timer_is_soon:
             self._timer.cancel()
             self._timer = None
         if self._timer is None:
-            if now or self._interval == 0:
+            self._timer_is_soon = now or self._interval == 0
+            if self._timer_is_soon:
                 self._timer = loop.call_soon(self._start_flush)
             else:
                 self._timer = loop.call_later(self._interval, self._start_flush)
@@ -136,13 +144,11 @@ class StreamPublisher:
         task.add_done_callback(self._flushes.discard)
 
     async def _flush(self, batch: list[Outbox], done: asyncio.Future[None]) -> None:
-        calls = [
-            (
-                event_keys(o.session_id),
-                publish_args(o.turn_id, self._maxlen, self._ttl, o.take()),
-            )
-            for o in batch
-        ]
+        groups = [(o.session_id, o.turn_id, o.take()) for o in batch]
+        if self._call_per_outbox:
+            calls = [publish_call(self._maxlen, self._ttl, [group]) for group in groups]
+        else:
+            calls = [publish_call(self._maxlen, self._ttl, groups)]
         try:
             await self._script.many(calls)
         except BaseException as exc:

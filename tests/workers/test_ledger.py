@@ -242,8 +242,17 @@ def test_a_second_delivery_of_an_ingest_knows_its_compression_is_queued(
     assert book.begin(SID, "t1", "a").outcome == "generating"
 
 
+def test_every_key_a_turn_writes_expires_with_the_session(client: redis.Redis) -> None:
+    book = ledger(client)
+    ingest(book, "t1", "hello")
+    answer(book, "t1", "hi")
+    keys = client.keys("*")
+    assert events_stream_key(SID).encode() in keys
+    assert {key: client.ttl(key) for key in keys if not 0 < client.ttl(key) <= 3600} == {}
+
+
 def test_begin_returns_the_published_text_for_a_redelivery(client: redis.Redis) -> None:
-    from tokenwindow.eventlog import KIND_TOKEN, PUBLISH_LUA, event_keys, publish_args
+    from tokenwindow.eventlog import KIND_TOKEN, PUBLISH_LUA, publish_call
 
     book = ledger(client, lease_seconds=0)
     ingest(book, "t1", "hello")
@@ -251,10 +260,43 @@ def test_begin_returns_the_published_text_for_a_redelivery(client: redis.Redis) 
     script = client.register_script(PUBLISH_LUA)
     batch = [(KIND_TOKEN, '{"type":"token","text":"Hel"}', "Hel")]
     batch.append((KIND_TOKEN, '{"type":"token","text":"lo"}', "lo"))
-    script(keys=event_keys(SID), args=publish_args("t1", 1000, 3600, batch))
+    keys, args = publish_call(1000, 3600, [(SID, "t1", batch)])
+    script(keys=keys, args=args)
     again = book.begin(SID, "t1", "b")
     assert again.data["published"] == "Hello"
     assert [e["seq"] for e in events(client)] == [1, 2, 3]
+
+
+def test_one_publish_call_carries_many_sessions_in_order(client: redis.Redis) -> None:
+    """A flush's groups: each session gets its own seqs, stream and published text; a reset
+    inside a group forgets the text before it."""
+    from tokenwindow.constants import turns_key
+    from tokenwindow.eventlog import KIND_RESET, KIND_TOKEN, PUBLISH_LUA, publish_call
+
+    def token(text: str) -> tuple[str, str, str]:
+        return (KIND_TOKEN, json.dumps({"type": "token", "text": text}), text)
+
+    other = "ledger-other"
+    reset = (KIND_RESET, '{"type":"turn_restarted"}', "")
+    groups = [
+        (SID, "t1", [token("Hel"), token("lo")]),
+        (other, "t9", [token("old"), reset, token("new"), token("er")]),
+    ]
+    keys, args = publish_call(1000, 3600, groups)
+    out = client.register_script(PUBLISH_LUA)(keys=keys, args=args)
+    assert [int(seq) for seq in out[::2]] == [1, 2, 1, 2, 3, 4]
+    assert [e["text"] for e in events(client)] == ["Hel", "lo"]
+    assert client.hget(turns_key(SID), "t1:text") == b"Hello"
+    assert client.hget(turns_key(other), "t9:text") == b"newer"
+    replayed = [json.loads(f[b"event"]) for _, f in client.xrange(events_stream_key(other))]
+    assert [(e["type"], e["seq"]) for e in replayed] == [
+        ("token", 1),
+        ("turn_restarted", 2),
+        ("token", 3),
+        ("token", 4),
+    ]
+    for key in (turns_key(other), events_stream_key(other), events_stream_key(SID)):
+        assert 0 < client.ttl(key) <= 3600, key
 
 
 def test_a_regenerated_reply_replaces_the_last_one_in_the_window(client: redis.Redis) -> None:

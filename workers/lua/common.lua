@@ -31,7 +31,7 @@ local function terminal(state)
 end
 
 local function touch(ttl)
-  for i = 1, 6 do redis.call('EXPIRE', KEYS[i], ttl) end
+  for i = 1, 7 do redis.call('EXPIRE', KEYS[i], ttl) end
 end
 
 -- The session's head turn, if it is parked: its task request, for the caller to send again.
@@ -65,7 +65,7 @@ end
 
 -- End a turn: publish its terminal event, record the state, leave the session's queue.
 local function finish_turn(turn_id, rec, state, body)
-  emit(TURNS, EVENTS, CHANNEL, turn_id, body, h.maxlen, h.ttl)
+  emit(TURNS, EVENTS, CHANNEL, turn_id, body, h.maxlen)
   rec.state, rec.owner, rec.lease_until = state, nil, nil
   save_turn(turn_id, rec)
   redis.call('HDEL', TURNS, turn_id .. ':text', turn_id .. ':tools', turn_id .. ':request')

@@ -106,7 +106,7 @@ redis.call('HSETNX', S, 'created_at', h.now)
 rec.state, rec.since, rec.stale_at = 'ingested', now, now + tonumber(h.stale_after)
 save_turn(tid, rec)
 redis.call('HDEL', TURNS, tid .. ':request')
-emit(TURNS, EVENTS, CHANNEL, tid, h.started, h.maxlen, h.ttl)
+emit(TURNS, EVENTS, CHANNEL, tid, h.started, h.maxlen)
 touch(h.ttl)
 local meta = redis.call('HMGET', S, 'window_tokens', 'encoding')
 return reply('ingested', {appended = #digests, abandoned = #abandon,
