@@ -78,9 +78,14 @@ class AsyncScript:
         except redis.exceptions.NoScriptError:
             return await self.client.evalsha(await self.sha(reload=True), len(keys), *keys, *args)
 
+    @property
+    def on_cluster(self) -> bool:
+        """True on Redis Cluster, where one call may only name keys of one slot."""
+        return isinstance(self.client, redis.asyncio.cluster.RedisCluster)
+
     async def many(self, calls: Sequence[tuple[Sequence[str], Args]]) -> list[Any]:
         """One pipelined round trip of many calls; results in order, errors raised."""
-        if isinstance(self.client, redis.asyncio.cluster.RedisCluster):
+        if self.on_cluster:
             return list(await asyncio.gather(*(self(keys, args) for keys, args in calls)))
         pending = list(range(len(calls)))
         results: list[Any] = [None] * len(calls)

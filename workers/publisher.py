@@ -16,7 +16,6 @@ import asyncio
 from typing import Any
 
 import redis.asyncio
-import redis.asyncio.cluster
 
 from tokenwindow.eventlog import (
     KIND_RESET,
@@ -97,7 +96,6 @@ class StreamPublisher:
         self, client: redis.asyncio.Redis, *, flush_ms: int, maxlen: int, ttl_seconds: int
     ) -> None:
         self._script = AsyncScript(client, PUBLISH_LUA)
-        self._call_per_outbox = isinstance(client, redis.asyncio.cluster.RedisCluster)
         self._interval = flush_ms / 1000
         self._maxlen = maxlen
         self._ttl = ttl_seconds
@@ -145,7 +143,7 @@ class StreamPublisher:
 
     async def _flush(self, batch: list[Outbox], done: asyncio.Future[None]) -> None:
         groups = [(o.session_id, o.turn_id, o.take()) for o in batch]
-        if self._call_per_outbox:
+        if self._script.on_cluster:
             calls = [publish_call(self._maxlen, self._ttl, [group]) for group in groups]
         else:
             calls = [publish_call(self._maxlen, self._ttl, groups)]
