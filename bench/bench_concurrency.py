@@ -38,13 +38,13 @@ import redis.asyncio
 
 from bench.procfile import ProcfileWorkers
 from bench.proctree import TreeSampler
-from bench.redis_server import PrivateRedis, commandstats
 from bench.report import Row
-from bench.stack import MODEL, Stack
+from bench.stack import MODEL, BenchStack
 from bench.stats import ms, percentile
 from tests.fakes import FakeProviderProcess
 from tests.fakes.behaviour import split_words
 from tests.fakes.specs import FAKE_KEY
+from tests.redis_server import RedisServer, commandstats
 from tokenwindow.client import TokenManagementClient
 from tokenwindow.constants import events_stream_key
 from tokenwindow.events import EventType, decode_event, is_terminal
@@ -236,7 +236,7 @@ async def warm_up(n: int) -> None:
         )
 
 
-def service_run(stack: Stack, workers: ProcfileWorkers, n: int) -> Run:
+def service_run(stack: BenchStack, workers: ProcfileWorkers, n: int) -> Run:
     """N turns at once, read by a reader process started (and listening) beforehand."""
     prefix = f"cc{n}-{uuid.uuid4().hex[:6]}"
     turns = {f"{prefix}-{i}": uuid.uuid4().hex for i in range(n)}
@@ -291,8 +291,7 @@ def run(args: argparse.Namespace) -> list[Row]:
     sizes: Sequence[int] = args.sizes or (QUICK_SIZES if args.quick else SIZES)
     spawn = functools.partial(FakeProviderProcess.spawn, record_sends=True)
     out: list[Row] = []
-    with PrivateRedis() as server, Stack(server.url, provider=spawn) as stack:
-        assert stack.provider is not None
+    with RedisServer() as server, BenchStack(server.url(), provider=spawn) as stack:
         provider = stack.provider
         with ProcfileWorkers(stack.env, stack.dir) as workers:
             say(f"Procfile workers up: {', '.join(workers.commands.values())}")

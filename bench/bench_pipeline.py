@@ -29,7 +29,7 @@ import redis
 
 from bench.noop_app import round_trips
 from bench.report import Row
-from bench.stack import MODEL, Stack
+from bench.stack import MODEL, BenchStack
 from bench.stats import ms, percentile
 from tokenwindow.client import TokenManagementClient
 from tokenwindow.constants import session_keys
@@ -198,13 +198,12 @@ async def fanout_delays(
     client: TokenManagementClient,
     listener: TokenManagementClient,
     *,
-    stack: Stack,
+    stack: BenchStack,
     session_id: str,
     subscribers: int,
     turns: int,
 ) -> list[float]:
     """Token delays seen by ``subscribers`` concurrent readers of one session, all pooled."""
-    assert stack.provider is not None
     reply = " ".join(f"word{i}" for i in range(FANOUT_TOKENS))
     delays: list[float] = []
     for t in range(turns):
@@ -275,7 +274,7 @@ class Baselines:
     direct: list[float]
 
 
-async def measure_service(stack: Stack, sizes: Sizes, concurrency: int) -> ServiceFigures:
+async def measure_service(stack: BenchStack, sizes: Sizes, concurrency: int) -> ServiceFigures:
     """Everything measured through one service worker with ``concurrency`` pool processes."""
     run_id = uuid.uuid4().hex[:6]
     figures = ServiceFigures()
@@ -296,7 +295,6 @@ async def measure_service(stack: Stack, sizes: Sizes, concurrency: int) -> Servi
         )
         if not full:
             return figures
-        assert stack.provider is not None
         stack.provider.configure(token_delay=FANOUT_TOKEN_DELAY)
         # Each blocking read holds a pooled connection; the default pool stops at 100.
         pool = f"{stack.redis_url}?max_connections={FANOUT_SUBSCRIBERS * 2}"
@@ -331,13 +329,13 @@ async def measure_service(stack: Stack, sizes: Sizes, concurrency: int) -> Servi
 
 def run(args: argparse.Namespace) -> list[Row]:
     sizes = Sizes.pick(args.quick)
-    with Stack() as stack:
+    with BenchStack() as stack:
         say("bare Celery no-op baseline")
-        noop = stack.noop_workers(2)
+        noop = stack.noop_worker(2)
         noop_times = round_trips(stack.redis_url, sizes.latency_turns)
         noop_rate_2 = noop_rate(stack.redis_url, sizes.noop_tasks)
         stack.stop(noop)
-        noop = stack.noop_workers(1)
+        noop = stack.noop_worker(1)
         noop_rate_1 = noop_rate(stack.redis_url, sizes.noop_tasks)
         stack.stop(noop)
         say("direct litellm baseline")
@@ -345,10 +343,10 @@ def run(args: argparse.Namespace) -> list[Row]:
             noop_times, noop_rate_1, noop_rate_2, direct_first_chunks(sizes.latency_turns)
         )
 
-        worker = stack.workers(1)
+        worker = stack.worker(concurrency=1)
         one = asyncio.run(measure_service(stack, sizes, 1))
         stack.stop(worker)
-        worker = stack.workers(2)
+        worker = stack.worker(concurrency=2)
         two = asyncio.run(measure_service(stack, sizes, 2))
         stack.stop(worker)
     return rows(sizes, base, one, two)

@@ -33,10 +33,11 @@ from typing import Any
 from bench.monitor import Monitor, Phase, Trip, command_counts
 from bench.noop_app import NOOP_QUEUE, RoundTrips, round_trips
 from bench.procfile import ProcfileWorkers
-from bench.redis_server import PrivateRedis, commandstats
 from bench.report import Row
-from bench.stack import MODEL, Stack, models_config
+from bench.stack import MODEL, BenchStack
 from bench.stats import ms, percentile
+from tests.redis_server import RedisServer, commandstats
+from tests.stack import fake_model
 from tokenwindow.client import TokenManagementClient
 from tokenwindow.constants import QUEUES
 from tokenwindow.settings import get_settings
@@ -127,9 +128,8 @@ async def turn(client: TokenManagementClient, session_id: str) -> tuple[float, s
     return first, "".join(parts)
 
 
-async def sequential_turns(stack: Stack, n: int, tag: str) -> list[float]:
+async def sequential_turns(stack: BenchStack, n: int, tag: str) -> list[float]:
     """N turns one after another, each on a fresh session; checks every reply."""
-    assert stack.provider is not None
     expected = [reply(f"{tag}{i}") for i in range(n)]
     stack.provider.reset()
     stack.provider.queue_replies(*expected)
@@ -160,13 +160,11 @@ def direct_first_token(params: dict[str, Any]) -> float:
     return elapsed
 
 
-async def first_tokens(stack: Stack, n: int) -> tuple[list[float], list[float], list[float]]:
+async def first_tokens(stack: BenchStack, n: int) -> tuple[list[float], list[float], list[float]]:
     """(through the pipeline, direct litellm, bare round trip), interleaved one of each at a
     time so the three see the same load on a shared machine; the first few warm up."""
-    assert stack.provider is not None
     stack.provider.reset()
-    model = models_config(stack.provider.openai_base)["model_list"]
-    params: dict[str, Any] = model[0]["litellm_params"]  # type: ignore[index]
+    params: dict[str, Any] = dict(fake_model(MODEL).litellm_params(stack.provider))
     ours: list[float] = []
     direct: list[float] = []
     bare: list[float] = []
@@ -195,28 +193,28 @@ def watch(monitor: Monitor, url: str, name: str, work: Callable[[], object]) -> 
     return Window(monitor.phases()[name], seconds, stats)
 
 
-def measure(stack: Stack, server: PrivateRedis, n: int) -> tuple[Counts, Counts]:
+def measure(stack: BenchStack, server: RedisServer, n: int) -> tuple[Counts, Counts]:
     """Counts per turn and per bare no-op round trip."""
     with Monitor(server.port, stack.dir / "monitor.txt") as monitor:
-        idle = watch(monitor, server.url, "idle", lambda: time.sleep(IDLE_SECONDS))
+        idle = watch(monitor, server.url(), "idle", lambda: time.sleep(IDLE_SECONDS))
         turns = watch(
-            monitor, server.url, "turns", lambda: asyncio.run(sequential_turns(stack, n, "count"))
+            monitor, server.url(), "turns", lambda: asyncio.run(sequential_turns(stack, n, "count"))
         )
-        noop = watch(monitor, server.url, "noop", lambda: round_trips(server.url, n, warm_up=0))
+        noop = watch(monitor, server.url(), "noop", lambda: round_trips(server.url(), n, warm_up=0))
     return counts(turns, idle, n), counts(noop, idle, n)
 
 
 def run(args: argparse.Namespace) -> list[Row]:
     counted, timed = (5, 20) if args.quick else (10, 50)
     with (
-        PrivateRedis() as server,
-        Stack(server.url) as stack,
+        RedisServer() as server,
+        BenchStack(server.url()) as stack,
         ProcfileWorkers(stack.env, stack.dir),
     ):
-        stack.noop_workers(1)
+        stack.noop_worker(1)
         say("warm-up")
         asyncio.run(sequential_turns(stack, WARM_UP, "warm"))
-        round_trips(server.url, 0)
+        round_trips(server.url(), 0)
         say(f"counting {counted} turns and {counted} no-op round trips under MONITOR")
         ours, noop = measure(stack, server, counted)
         say(f"first-token latency: {timed} x (turn, direct litellm, no-op round trip)")

@@ -21,7 +21,7 @@ import redis
 
 from tests.chaos import scenarios
 from tests.chaos.scenarios import Row
-from tests.chaos.support import RedisServer
+from tests.redis_server import RedisServer
 from tests.topologies import RabbitNode
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"

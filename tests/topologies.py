@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.chaos.support import RedisServer
+from tests.redis_server import RedisServer
 from workers.embedded_redis import free_port
 
 DOWN_AFTER_MS = 1_000

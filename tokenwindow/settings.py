@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     summarization_time_limit: int = Field(150, gt=0)
     visibility_margin_seconds: int = Field(60, ge=1)
     """How much longer than the longest hard time limit an unacked task stays invisible."""
+    lease_seconds: int = Field(30, ge=3)
+    """How long a turn's generation lease lasts unless its stream renews it (every third of
+    it): another delivery of the turn may take it over this soon after its worker died."""
     provider_timeout_seconds: float = Field(60.0, gt=0)
     max_retries: int = Field(4, ge=0)
 

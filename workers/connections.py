@@ -20,9 +20,6 @@ from workers.session_store import SessionStore
 STALE_TURN_MARGIN_SECONDS = 120
 """A head of queue with no transition for the longest task plus this is evicted; a generating
 head, this long after its lease expired."""
-LEASE_SECONDS = 30
-"""A generation lease lasts this long unless its stream renews it; a killed worker's turn can be
-taken over this soon after (its redelivery waits for the broker's visibility timeout anyway)."""
 
 
 WORKER_POOL_CONNECTIONS = 256
@@ -59,7 +56,7 @@ def get_ledger() -> Ledger:
     limits = Limits(
         ttl_seconds=settings.session_ttl_seconds,
         maxlen=settings.stream_maxlen,
-        lease_seconds=LEASE_SECONDS,
+        lease_seconds=settings.lease_seconds,
         stale_seconds=settings.longest_task_seconds + STALE_TURN_MARGIN_SECONDS,
         lease_grace_seconds=STALE_TURN_MARGIN_SECONDS,
     )

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.chaos.support import RedisServer
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture

@@ -22,13 +22,9 @@ import redis
 from kombu import Connection
 
 from tests.chaos.support import (
-    BIG_MODEL,
-    ESTIMATED_MODEL,
-    TINY_MODEL,
-    RedisServer,
-    Stack,
     TurnRecord,
     audit,
+    generation_attempts,
     new_session,
     p99,
     run_sessions,
@@ -36,7 +32,10 @@ from tests.chaos.support import (
     stack,
 )
 from tests.fakes.behaviour import Fault
+from tests.fakes.server import FakeProviderServer
 from tests.harness import WorkerProcess
+from tests.redis_server import RedisServer
+from tests.stack import BIG_MODEL, ESTIMATED_MODEL, TINY_MODEL, Stack
 from tests.topologies import RabbitNode, SentinelTopology, start_sentinel
 from tokenwindow.client import TokenManagementClient
 from tokenwindow.constants import METRICS_KEY, QUEUES, events_stream_key
@@ -67,6 +66,8 @@ class Row:
     duplicated: int = 0
     recovery_s: float | None = None
     requests: int = 0
+    generations: int = 0
+    """Generation attempts the ledger began (see ``support.generation_attempts``)."""
     note: str = ""
     problems: list[str] = field(default_factory=list)
 
@@ -140,7 +141,7 @@ def kill_streaming(
 
 
 async def _kill_and_restart(
-    s: Stack,
+    s: Stack[FakeProviderServer],
     first: WorkerProcess,
     second: WorkerProcess,
     tasks: Sequence[Awaitable[TurnRecord]],
@@ -162,7 +163,7 @@ async def _kill_and_restart(
     return list(await asyncio.gather(*tasks)), restarted
 
 
-def _tokens(s: Stack, sessions: list[str]) -> int:
+def _tokens(s: Stack[FakeProviderServer], sessions: list[str]) -> int:
     client = redis.Redis.from_url(s.redis_url)
     try:
         return sum(int(client.xlen(events_stream_key(sid))) for sid in sessions)
@@ -262,6 +263,7 @@ def kill_ingesting(
 
         records, restarted = _run(scenario())
         row.requests = len(s.provider.requests)
+        row.generations = generation_attempts(probe, records)
         row.recovery_s = max(r.finished for r in records) - restarted
         row.note = f"{_started(probe) - before} ingests started for {sessions} turns"
         return row.fill(probe, records)
@@ -560,6 +562,9 @@ def kill_streaming_quorum(workdir: Path, redis_url: str) -> Row:
 # --- Sentinel failover ----------------------------------------------------------------------------
 SUBMIT_RETRY_SECONDS = 60.0
 """How long a caller keeps resubmitting a turn (same turn id) while Redis fails over."""
+BEHIND_STRANDED_SECONDS = 3.0
+"""How long a turn queued behind one that got no terminal event is waited for: it cannot start
+before that head is evicted as stale, minutes later (the head's task message was lost)."""
 
 
 async def _submit_until_taken(
@@ -582,14 +587,16 @@ async def _submit_until_taken(
 async def _failover_turns(
     client: TokenManagementClient, session_id: str, turns: int, timeout: float
 ) -> list[TurnRecord]:
-    records = []
+    records: list[TurnRecord] = []
     for n in range(turns):
         record = TurnRecord(session_id, uuid.uuid4().hex, f"turn {n} of {session_id}")
         record.started = time.monotonic()
+        behind_stranded = any(r.status == "lost" for r in records)
         records.append(record)
         await _submit_until_taken(client, session_id, record.text, record.turn_id)
+        wait = BEHIND_STRANDED_SECONDS if behind_stranded else timeout
         try:
-            event = await client.wait_for_turn(session_id, record.turn_id, timeout=timeout)
+            event = await client.wait_for_turn(session_id, record.turn_id, timeout=wait)
         except TimeoutError:
             continue
         record.finished = time.monotonic()
@@ -598,7 +605,9 @@ async def _failover_turns(
     return records
 
 
-async def _supervise(s: Stack, restarted: list[float], poll: float = 0.5) -> None:
+async def _supervise(
+    s: Stack[FakeProviderServer], restarted: list[float], poll: float = 0.5
+) -> None:
     """Start a fresh worker when the last one exited, as compose's ``restart:`` or ECS would.
 
     kombu can end a worker with an unrecoverable error while it closes a channel whose broker
@@ -646,7 +655,8 @@ def sentinel_failover(
     """
     row = FailoverRow("sentinel failover (kill -9 master)", "redis+sentinel")
     topology = start_sentinel(workdir)
-    env = dict(topology.env)
+    # A turn whose lease the lost master held is taken over this soon by its redelivery.
+    env = {**topology.env, "TOKENWINDOW_LEASE_SECONDS": "5"}
     try:
         with stack(workdir, env.pop("REDIS_URL"), **env) as s:
             s.worker()
@@ -688,7 +698,8 @@ def sentinel_failover(
             row.note = (
                 f"replica promoted {promoted[0] - killed[0]:.1f} s after the kill; "
                 f"{row.stranded} of {len(records)} turns around the kill got no terminal event "
-                f"within {timeout:g} s; {row.new_completed}/{row.new_sent} new sessions' turns "
+                f"within {timeout:g} s ({BEHIND_STRANDED_SECONDS:g} s behind one that got none); "
+                f"{row.new_completed}/{row.new_sent} new sessions' turns "
                 f"completed; worker restarted {len(restarted)} time(s) after exiting on the "
                 "broker's loss"
             )

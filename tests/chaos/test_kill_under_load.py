@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.chaos import scenarios
-from tests.chaos.support import RedisServer
+from tests.redis_server import RedisServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

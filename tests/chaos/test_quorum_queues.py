@@ -12,7 +12,7 @@ import pytest
 from kombu import Connection
 
 from tests.chaos import scenarios
-from tests.chaos.support import RedisServer
+from tests.redis_server import RedisServer
 from tests.topologies import RabbitNode
 from tokenwindow.constants import QUEUES
 

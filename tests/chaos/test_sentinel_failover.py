@@ -15,7 +15,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 @pytest.fixture(scope="module")
 def failover(tmp_path_factory: pytest.TempPathFactory) -> scenarios.FailoverRow:
-    row = scenarios.sentinel_failover(tmp_path_factory.mktemp("failover"), sessions=5, turns=4)
+    row = scenarios.sentinel_failover(
+        tmp_path_factory.mktemp("failover"), sessions=5, turns=4, timeout=30
+    )
     print(f"\n{row.fault}: {row.note}; recovery {row.recovery_s:.1f} s; {row.problems}")
     return row
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.chaos import scenarios
-from tests.chaos.support import RedisServer
+from tests.redis_server import RedisServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -31,4 +31,6 @@ def test_kill_while_ingesting_appends_each_turn_once(
     row = scenarios.kill_ingesting(tmp_path, private_redis.url(), sessions=8)
     assert row.problems == []
     assert (row.completed, row.lost, row.duplicated) == (8, 0, 0)
-    assert row.requests == 8, "each turn reached the provider exactly once"
+    # The kill may also cut a turn that had got through ingest: one per pool process, at most.
+    # That turn is begun again; nothing reaches the provider without a begin.
+    assert 8 <= row.requests <= row.generations <= 8 + 2

@@ -17,7 +17,8 @@ import redis
 
 from tests.conftest import TEST_REDIS_URL
 from tests.harness import ROOT
-from tests.pipeline import BIG_MODEL, Pipeline, pipeline
+from tests.pipeline import Pipeline, pipeline
+from tests.stack import BIG_MODEL
 from workers.embedded_redis import free_port
 
 __all__ = ["GatewayProcess", "free_port", "gateway", "pipeline", "workerless"]

@@ -19,7 +19,8 @@ from strategies.validity import problems
 from tests.fakes.behaviour import Reply, ToolCall, count_text
 from tests.gateway.conftest import GatewayProcess
 from tests.gateway.test_sdks import openai_sdk
-from tests.pipeline import AGENT_MODEL, AGENT_WINDOW, Pipeline
+from tests.pipeline import Pipeline
+from tests.stack import AGENT_MODEL, AGENT_WINDOW
 from tokenwindow.sync_client import SyncTokenManagementClient
 
 pytestmark = pytest.mark.slow

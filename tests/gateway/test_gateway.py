@@ -16,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.auth import OPEN_WARNING
 from tests.fakes.behaviour import Fault, default_reply
 from tests.gateway.conftest import GatewayProcess
-from tests.pipeline import BIG_MODEL, Pipeline
+from tests.pipeline import Pipeline
+from tests.stack import BIG_MODEL
 from tests.tokenwindow.test_counting import (
     COOKBOOK_MESSAGES,
     COOKBOOK_TOOL_MESSAGES,

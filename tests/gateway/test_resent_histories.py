@@ -10,7 +10,8 @@ import pytest
 
 from tests.gateway.conftest import GatewayProcess
 from tests.gateway.test_sdks import openai_sdk
-from tests.pipeline import BIG_MODEL, Pipeline
+from tests.pipeline import Pipeline
+from tests.stack import BIG_MODEL
 from tokenwindow.sync_client import SyncTokenManagementClient
 
 pytestmark = pytest.mark.slow

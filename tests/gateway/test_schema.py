@@ -17,7 +17,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.gateway.conftest import GatewayProcess
-from tests.pipeline import BIG_MODEL
+from tests.stack import BIG_MODEL
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,8 @@ import pytest
 
 from tests.fakes.behaviour import Fault
 from tests.gateway.conftest import GatewayProcess
-from tests.pipeline import BIG_MODEL, CLAUDE_MODEL, TINY_MODEL, Pipeline
+from tests.pipeline import Pipeline
+from tests.stack import BIG_MODEL, CLAUDE_MODEL, TINY_MODEL
 
 pytestmark = pytest.mark.slow
 

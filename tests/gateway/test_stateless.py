@@ -11,7 +11,8 @@ import redis
 from strategies.base import SUMMARY_HEADER
 from tests.conftest import TEST_REDIS_URL
 from tests.gateway.conftest import GatewayProcess
-from tests.pipeline import TINY_MODEL, TINY_WINDOW, Pipeline
+from tests.pipeline import Pipeline
+from tests.stack import TINY_MODEL, TINY_WINDOW
 
 pytestmark = pytest.mark.slow
 

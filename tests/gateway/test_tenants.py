@@ -14,7 +14,8 @@ import pytest
 from gateway.auth import NO_KEYS
 from tests.gateway.conftest import GatewayProcess
 from tests.gateway.test_gateway import sse_events
-from tests.pipeline import BIG_MODEL, Pipeline
+from tests.pipeline import Pipeline
+from tests.stack import BIG_MODEL
 
 pytestmark = pytest.mark.slow
 

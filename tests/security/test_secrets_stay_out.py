@@ -24,9 +24,11 @@ from typing import Any
 import pytest
 import redis
 
-from tests.chaos.support import BIG_MODEL, RedisServer, Stack, run_turn, stack
+from tests.chaos.support import run_turn, stack
 from tests.fakes.behaviour import Fault
 from tests.fakes.specs import FAKE_KEY
+from tests.redis_server import RedisServer
+from tests.stack import BIG_MODEL, Stack
 from tokenwindow.constants import TASK_COMPLETE_TURN
 from tokenwindow.producer import TaskProducer
 

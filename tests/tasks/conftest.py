@@ -1,13 +1,12 @@
 """The tasks tests run against a real pipeline (see ``tests.pipeline``)."""
 
-from tests.pipeline import (
+from tests.pipeline import Pipeline, pipeline
+from tests.stack import (
     BIG_MODEL,
     CLAUDE_MODEL,
     TINY_MODEL,
     TINY_WINDOW,
-    Pipeline,
-    models_file,
-    pipeline,
+    write_models_file,
 )
 
 __all__ = [
@@ -16,6 +15,6 @@ __all__ = [
     "TINY_MODEL",
     "TINY_WINDOW",
     "Pipeline",
-    "models_file",
     "pipeline",
+    "write_models_file",
 ]

@@ -315,7 +315,8 @@ def test_a_body_that_is_not_utf8_is_dropped_and_the_worker_serves_on(
             return await bystander(client)
 
     assert run(scenario())["content"].endswith("You said: still here")
-    assert pipeline.worker.process is not None and pipeline.worker.process.poll() is None
+    (worker,) = pipeline.workers
+    assert worker.process is not None and worker.process.poll() is None
 
 
 def test_bad_turn_errors_are_token_window_errors() -> None:

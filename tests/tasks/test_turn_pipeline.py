@@ -347,7 +347,7 @@ def test_shared_metrics_move_as_turns_are_served(pipeline: Pipeline) -> None:
 
 
 def test_gemini_model_streams_through_the_same_flow(pipeline: Pipeline) -> None:
-    from tests.pipeline import GEMINI_MODEL
+    from tests.stack import GEMINI_MODEL
 
     pipeline.provider.reset()
     sid = session()

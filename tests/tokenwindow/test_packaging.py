@@ -61,8 +61,10 @@ def client_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(ROOT, tree, ignore=NOT_COPIED)
     subprocess.run([sys.executable, "-m", "venv", str(base / "venv")], check=True)
     python = base / "venv" / "bin" / "python"
+    # --no-compile: byte-compiling litellm's thousands of modules is most of the install's time,
+    # and the producer's first import compiles what it uses anyway.
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", str(tree)],
+        [str(python), "-m", "pip", "install", "--quiet", "--no-compile", str(tree)],
         check=True,
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
         timeout=900,

@@ -19,8 +19,9 @@ import redis
 import redis.cluster
 import redis.sentinel
 
-from tests.chaos.support import BIG_MODEL, stack
+from tests.chaos.support import stack
 from tests.conftest import TEST_REDIS_URL
+from tests.stack import BIG_MODEL
 from tests.topologies import ClusterTopology, SentinelTopology
 from tokenwindow.client import TokenManagementClient
 from tokenwindow.constants import (

@@ -16,7 +16,7 @@ import pytest
 from tests.cli.corpus import count_messages, messages
 from tests.fakes.behaviour import Fault
 from tests.fakes.server import FakeProviderServer
-from tests.pipeline import BIG_MODEL, models_file
+from tests.stack import BIG_MODEL, write_models_file
 from tokenwindow.bulk.jobs import EXTRACTIVE, JobSpec
 from tokenwindow.models import get_registry
 from tokenwindow.settings import Settings, get_settings
@@ -31,7 +31,7 @@ def settings(
     fake_provider: FakeProviderServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Settings]:
     monkeypatch.setenv(
-        "TOKENWINDOW_MODELS_FILE", str(models_file(tmp_path / "m.yaml", fake_provider))
+        "TOKENWINDOW_MODELS_FILE", str(write_models_file(tmp_path / "m.yaml", fake_provider))
     )
     get_settings.cache_clear()
     get_registry.cache_clear()
