@@ -14,11 +14,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tests.fakes.async_server import URL_PREFIX
 from tests.fakes.behaviour import Fault, Reply, ToolCall
-from tests.fakes.server import SENT_ROUTE
+from tests.fakes.routes import SENT_ROUTE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-URL_PREFIX = "FAKE_PROVIDER_URL="
 
 
 class RemoteFakeProvider:
