@@ -23,10 +23,10 @@ from pathlib import Path
 import redis
 
 from bench.report import Row
+from bench.stack import BENCH_REDIS_URL
 from tests.harness import ROOT, WorkerProcess
 from tokenwindow.transcripts import Transcript, read_path
 
-BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 TRANSCRIPTS, QUICK_TRANSCRIPTS = 300, 60
 LARGE_BYTES, QUICK_LARGE_BYTES = 1 << 30, 32 << 20
 STRATEGIES = ("sliding_window", "hybrid")

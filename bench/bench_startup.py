@@ -21,11 +21,11 @@ from statistics import median
 from celery import Celery
 
 from bench.report import Row
+from bench.stack import BENCH_REDIS_URL
 from workers.devstack import procfile_entries, with_interpreter_bin
 from workers.embedded_redis import redis_answers
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 OUR_APP = "workers.app"
 BARE_APP = "bench.bare_app"
 REPEATS = 5

@@ -17,8 +17,8 @@ from tests.fakes import FakeProviderProcess
 from tests.harness import WorkerProcess
 from tests.stack import BIG_MODEL, Stack, flush
 
-BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
-"""Flushed at start: never a developer's database (0) or the tests' (15 and below)."""
+BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
+"""Flushed at start: never a developer's database (0) or a test process's (15 down to 12)."""
 MODEL = BIG_MODEL
 """gpt-4o behind the fake provider's OpenAI route."""
 

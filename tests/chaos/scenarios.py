@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import time
 import uuid
@@ -38,7 +39,14 @@ from tests.redis_server import RedisServer
 from tests.stack import BIG_MODEL, ESTIMATED_MODEL, TINY_MODEL, Stack
 from tests.topologies import RabbitNode, SentinelTopology, start_sentinel
 from tokenwindow.client import TokenManagementClient
-from tokenwindow.constants import METRICS_KEY, QUEUES, events_stream_key
+from tokenwindow.constants import (
+    METRICS_KEY,
+    QUEUE_COMPLETIONS,
+    QUEUE_FAST,
+    QUEUE_SUMMARIZATION,
+    QUEUES,
+    events_stream_key,
+)
 from tokenwindow.events import EventType
 from tokenwindow.settings import get_settings
 from tokenwindow.topology import QUORUM, sync_redis
@@ -234,7 +242,10 @@ def _events(client: redis.Redis, session_id: str) -> list[dict[str, Any]]:
 def kill_ingesting(
     workdir: Path, redis_url: str, broker_url: str | None = None, *, sessions: int = 12
 ) -> Row:
-    """SIGKILL a worker while it appends long resent histories (slow ingest)."""
+    """SIGKILL the fast-queue worker while it appends long resent histories (slow ingest).
+
+    As in the Procfile, another worker serves completions and summaries; it stays up.
+    """
     row = Row("kill -9 while ingesting", broker_name(broker_url))
     purge_queues(broker_url)
     history = [
@@ -242,7 +253,8 @@ def kill_ingesting(
         for n in range(4_000)
     ]
     with stack(workdir, redis_url, broker_url=broker_url) as s:
-        first, second = s.worker(), s.worker(start=False)
+        s.worker(queues=(QUEUE_COMPLETIONS, QUEUE_SUMMARIZATION))
+        first, second = s.worker(queues=(QUEUE_FAST,)), s.worker(queues=(QUEUE_FAST,), start=False)
         ids = [new_session("kill-ingest") for _ in range(sessions)]
         probe = redis.Redis.from_url(redis_url)
         before = _started(probe)
@@ -523,13 +535,20 @@ def kill_under_load(
     streams: int = 200,
     broker_url: str | None = None,
 ) -> Row:
-    """SIGKILL the threads-pool worker while ``streams`` replies stream at 20 ms a chunk."""
+    """SIGKILL the LLM worker while ``streams`` replies stream at 20 ms a chunk.
+
+    As in the Procfile, one threads worker serves the fast queue and another the completions:
+    the killed one still receives completions while most streams run.
+    """
     row = Row(f"kill -9 with {streams} streams in flight", broker_name(broker_url))
     purge_queues(broker_url)
     with stack(workdir, redis_url, broker_url=broker_url) as s:
         s.provider.configure(token_delay=STREAM_PACE_SECONDS)
-        first = s.worker(pool="threads", concurrency=streams)
-        second = s.worker(pool="threads", concurrency=streams, start=False)
+        s.worker(pool="threads", concurrency=8, queues=(QUEUE_FAST,))
+        llm = functools.partial(
+            s.worker, pool="threads", concurrency=streams, queues=(QUEUE_COMPLETIONS,)
+        )
+        first, second = llm(), llm(start=False)
         sessions = [new_session("kill-load") for _ in range(streams)]
 
         async def scenario() -> tuple[list[TurnRecord], float]:

@@ -1,4 +1,4 @@
-"""A threads-pool worker killed with many streams in flight: every turn completes, once."""
+"""The LLM worker (threads pool) killed with many streams in flight: every turn completes, once."""
 
 from __future__ import annotations
 

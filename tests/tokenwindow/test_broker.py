@@ -1,7 +1,9 @@
-"""The Redis transport keeps one client per channel and is otherwise kombu's, on a real Redis."""
+"""The Redis transport: one client per channel, and no task lost between pop and record."""
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import Any
 
 import pytest
@@ -10,6 +12,7 @@ from kombu import Connection, Exchange, Queue
 from kombu.transport import redis as kombu_redis
 
 from tests.conftest import TEST_REDIS_URL
+from tests.redis_server import RedisServer
 from tokenwindow import broker
 from tokenwindow.producer import TaskProducer
 
@@ -66,3 +69,82 @@ def test_a_producer_uses_it_and_the_service_logs_the_urls_own_scheme() -> None:
     with Connection("redis://:hunter2@127.0.0.1:6379/15") as connection:
         assert connection.as_uri() == "redis://:**@127.0.0.1:6379/15"
         assert isinstance(connection.default_channel, broker.Channel)
+
+
+QUEUE = Queue("broker-inflight", Exchange("broker-inflight"), routing_key="broker-inflight")
+
+
+def publish(connection: Connection, n: int) -> None:
+    connection.Producer(serializer="json").publish(
+        {"n": n}, exchange=QUEUE.exchange, routing_key=QUEUE.routing_key, declare=[QUEUE]
+    )
+
+
+def test_a_received_task_is_recorded_unacked_and_leaves_the_inflight_list(
+    redis_client: redis.Redis,
+) -> None:
+    with Connection(TEST_REDIS_URL, transport=broker.TRANSPORT) as connection:
+        publish(connection, 1)
+        received: list[Any] = []
+        with connection.Consumer(QUEUE, callbacks=[lambda body, m: received.append(m)]):
+            connection.drain_events(timeout=5)
+            (message,) = received
+            assert redis_client.llen(broker.inflight_key(QUEUE.name)) == 0
+            assert redis_client.hexists("unacked", message.delivery_tag)
+            message.ack()
+        assert not redis_client.hexists("unacked", message.delivery_tag)
+
+
+def test_a_task_whose_worker_died_before_recording_it_is_delivered_again(
+    redis_client: redis.Redis,
+) -> None:
+    """What a worker killed between BLMOVE and the unacked record leaves: the task on the
+    in-flight list only. A restore sweep a grace period later puts it back on its queue."""
+    inflight = broker.inflight_key(QUEUE.name)
+    received: list[Any] = []
+    with Connection(TEST_REDIS_URL, transport=broker.TRANSPORT) as connection:
+        publish(connection, 7)
+        redis_client.lmove(QUEUE.name, inflight, "RIGHT", "LEFT")  # the dead worker's move
+        callbacks = [lambda body, m: (received.append(body), m.ack())]
+        with connection.Consumer(QUEUE, callbacks=callbacks):
+            channel = connection.default_channel
+            channel.restore_inflight(grace=0.2)  # first sighting: too early to tell
+            assert (redis_client.llen(inflight), redis_client.llen(QUEUE.name)) == (1, 0)
+            time.sleep(0.3)
+            channel.restore_inflight(grace=0.2)
+            assert (redis_client.llen(inflight), redis_client.llen(QUEUE.name)) == (0, 1)
+            connection.drain_events(timeout=5)
+    assert received == [{"n": 7}]
+    assert redis_client.hlen(f"{inflight}.seen") == 0
+
+
+def test_a_no_ack_consumer_leaves_nothing_in_flight(redis_client: redis.Redis) -> None:
+    """Control replies (``app.control.ping``) are consumed without acks: nothing to record."""
+    received: list[Any] = []
+    with Connection(TEST_REDIS_URL, transport=broker.TRANSPORT) as connection:
+        publish(connection, 3)
+        with connection.Consumer(
+            QUEUE, callbacks=[lambda body, m: received.append(body)], no_ack=True
+        ):
+            connection.drain_events(timeout=5)
+    assert received == [{"n": 3}]
+    assert redis_client.llen(broker.inflight_key(QUEUE.name)) == 0
+    assert redis_client.hlen("unacked") == 0
+
+
+def test_a_server_without_blmove_falls_back_to_brpop() -> None:
+    """Redis before 6.2 has no BLMOVE: the channel says so once and consumes as kombu does."""
+    received: list[Any] = []
+    callbacks = [lambda body, m: (received.append(body), m.ack())]
+    with (
+        RedisServer("--rename-command", "BLMOVE", "") as server,
+        Connection(server.url(), transport=broker.TRANSPORT) as connection,
+    ):
+        publish(connection, 5)
+        with connection.Consumer(QUEUE, callbacks=callbacks):
+            for _ in range(3):  # the refused BLMOVE, then BRPOP
+                with contextlib.suppress(TimeoutError):
+                    connection.drain_events(timeout=1)
+                if received:
+                    break
+    assert received == [{"n": 5}]
