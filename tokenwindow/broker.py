@@ -160,7 +160,11 @@ class Channel(kombu_redis.Channel):
             message = json.loads(raw)
             tag = message["properties"]["delivery_tag"]
             self.moved[tag] = (queue, raw)
-            self.connection._deliver(message, queue)
+            try:
+                self.connection._deliver(message, queue)
+            except BaseException:
+                self.moved.pop(tag, None)  # unrecorded: the restore sweep puts it back
+                raise
             if self.moved.pop(tag, None) is not None:  # a no-ack consumer: nothing to record
                 self.client.lrem(inflight_key(queue), 1, raw)
             return True
