@@ -62,7 +62,7 @@ from workers.backoff import backoff
 from workers.compressor import FAILSAFE, Compression, clearing_policy
 from workers.connections import get_events, get_ledger, get_metrics, get_redis, get_store
 from workers.engine import get_engine
-from workers.ledger import LeaseLostError, Outcome, TurnState
+from workers.ledger import LeaseLostError, Ledger, Outcome, TurnState
 from workers.session_store import WorkingWindow, window_from
 from workers.streaming import Attempt, Reply, stream_reply
 
@@ -241,10 +241,7 @@ def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> F
     if out.outcome == "skip":
         # A redelivery (or a second copy) of a turn already past ingest: carry on from there.
         if out.state == TurnState.COMPRESSING and not out.data.get("compress_queued"):
-            compress_session.apply_async(
-                kwargs={**compression, "reason": "hard", "then": generation.kwargs()}
-            )
-            ledger.compress_queued(sid, tid)
+            _compress_first(ledger, compression, generation, "hard")
         elif out.state != TurnState.WAITING:
             return _generate(self, spec, generation)
         return None
@@ -259,17 +256,23 @@ def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> F
     if pressure is Pressure.HARD:
         get_metrics().record([("turns_submitted", None, 1)], active_session=sid)
         if ledger.compress_first(sid, tid).outcome == "advanced":
-            # Compress first, in its own retryable task, which then sends complete_turn.
-            compress_session.apply_async(
-                kwargs={**compression, "reason": str(pressure), "then": generation.kwargs()}
-            )
-            ledger.compress_queued(sid, tid)
+            _compress_first(ledger, compression, generation, str(pressure))
         return None
     proactive = pressure is Pressure.SOFT and not out.record.get("compression_sent")
     if proactive:
         # The next turn finds the window already small.
         compress_session.apply_async(kwargs={**compression, "reason": str(pressure)})
     return _generate(self, spec, generation, compression_sent=proactive, submitted=True)
+
+
+def _compress_first(
+    ledger: Ledger, compression: dict[str, Any], generation: Generation, reason: str
+) -> None:
+    """Send the compression this turn's reply waits for, in its own retryable task (which then
+    sends complete_turn), and mark it sent so that a redelivered ingest does not send it again."""
+    then = generation.kwargs()
+    compress_session.apply_async(kwargs={**compression, "reason": reason, "then": then})
+    ledger.compress_queued(generation.session_id, generation.turn_id)
 
 
 @app.task(name=TASK_COMPLETE_TURN, bind=True, max_retries=None, acks_late=True, ignore_result=True)
