@@ -88,7 +88,8 @@ class ProviderState:
 
 @dataclass(frozen=True)
 class HttpRequest:
-    """One request as either transport read it (header names matched case-insensitively)."""
+    """One request as either transport read it. Header names are looked up in lower case: the
+    threaded server's headers ignore case, and the loop server lower-cases them."""
 
     method: str
     path: str
@@ -262,7 +263,7 @@ def _json(body: bytes) -> dict[str, Any]:
 
 
 def _api_key(headers: Mapping[str, str], path: str) -> str | None:
-    auth = headers.get("Authorization") or headers.get("authorization") or ""
+    auth = headers.get("authorization") or ""
     if auth.startswith("Bearer "):
         return auth.removeprefix("Bearer ")
     for name in ("x-api-key", "x-goog-api-key"):
