@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import signal
 import socket
-import time
 
 import uvloop
 
@@ -76,8 +75,7 @@ async def _serve_connection(
                     case HangUp():
                         keep_alive = False
                     case Sent(data):
-                        assert state.sent is not None
-                        state.sent.append((time.time(), data.decode()))
+                        state.record_sent(data)
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass  # the client hung up, as clients of kept-alive connections do

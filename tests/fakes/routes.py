@@ -9,10 +9,12 @@ so faults, wire formats and pacing are one piece of code.
 
 from __future__ import annotations
 
+import functools
 import http
 import itertools
 import json
 import re
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -85,6 +87,11 @@ class ProviderState:
     sent: list[tuple[float, str]] | None = None
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
+    def record_sent(self, frame: bytes) -> None:
+        """When a text chunk left (``record_sends``), for the delivery-delay benchmark."""
+        assert self.sent is not None
+        self.sent.append((time.time(), frame.decode()))
+
 
 @dataclass(frozen=True)
 class HttpRequest:
@@ -97,10 +104,16 @@ class HttpRequest:
     body: bytes
     client_port: int
 
+    @functools.cached_property
+    def data(self) -> dict[str, Any]:
+        """The body as a JSON object (empty when there is none)."""
+        data = json.loads(self.body or b"{}")
+        return data if isinstance(data, dict) else {}
+
 
 def respond(state: ProviderState, request: HttpRequest) -> Iterator[Step]:
     """The steps that answer one request."""
-    data = _json(request.body)
+    data = request.data
     path = request.path
     if request.method == "GET":
         if path == CONTROL_ROUTE:
@@ -142,7 +155,7 @@ def _chat(
             messages=request.messages,
             prompt_tokens=prompt_tokens,
             api_key=_api_key(http.headers, http.path),
-            body=_json(http.body),
+            body=http.data,
             tools=request.tools,
             params=request.params,
             client_port=http.client_port,
@@ -255,11 +268,6 @@ def _json_reply(status: int, body: object, headers: Mapping[str, str] | None = N
 
 def _not_found() -> Write:
     return _json_reply(404, {"error": {"message": "not found", "type": "not_found"}})
-
-
-def _json(body: bytes) -> dict[str, Any]:
-    data = json.loads(body or b"{}")
-    return data if isinstance(data, dict) else {}
 
 
 def _api_key(headers: Mapping[str, str], path: str) -> str | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -67,8 +66,7 @@ class _Handler(BaseHTTPRequestHandler):
                     case HangUp():
                         self.close_connection = True
                     case Sent(data):
-                        assert state.sent is not None
-                        state.sent.append((time.time(), data.decode()))
+                        state.record_sent(data)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
