@@ -404,13 +404,16 @@ def _generate(
         raise self.retry(countdown=0) from None
     except ProviderError as exc:
         if exc.retryable:
-            moved = ledger.retry(sid, tid, owner, count="retries")
+            # The recovery sweep leaves the turn alone until its retry is due.
+            countdown = backoff(tried, exc.retry_after)
+            retry_at = time.time() + countdown
+            moved = ledger.retry(sid, tid, owner, count="retries", retry_at=retry_at)
             used = int(moved.record.get("retries", 0))
             if moved.outcome == "advanced" and used <= settings.max_retries:
                 get_metrics().record(
                     [("errors", exc.code, 1), ("provider_calls", spec.provider, 1)]
                 )
-                raise self.retry(countdown=backoff(used - 1, exc.retry_after)) from None
+                raise self.retry(countdown=countdown) from None
         return _fail(sid, tid, owner, exc, called)
     except (TimeoutError, SoftTimeLimitExceeded):
         return _fail(

@@ -40,7 +40,8 @@ def message_keys_key(session_id: str) -> str:
 def turns_key(session_id: str) -> str:
     """Hash: the ledger of the session's turns. Field ``TURN`` holds the turn's record (JSON:
     state, attempt, lease owner and expiry, retries); ``TURN:seq`` its event counter;
-    ``TURN:text`` the reply text already published; ``TURN:request`` a parked turn's task."""
+    ``TURN:text`` the reply text already published; ``TURN:request`` a live turn's task request
+    (the hand-on sends a parked turn's, the recovery sweep resends a lost one)."""
     return f"{_session_tag(session_id)}:turns"
 
 
@@ -81,6 +82,9 @@ SESSIONS_INDEX_KEY = f"{KEY_PREFIX}:sessions"
 """Sorted set: session id -> last activity (unix seconds); drives listing and expiry."""
 METRICS_KEY = f"{KEY_PREFIX}:metrics"
 """Hash of counters shared by all workers (see ``workers.metrics``)."""
+RECOVERY_KEY = f"{KEY_PREFIX}:recovery"
+"""Sorted set: session id -> when the recovery sweep next looks at the head of its turn queue.
+Every ingest adds its session (keeping the earlier time); the sweep moves or removes it."""
 LATENCY_KEY = f"{KEY_PREFIX}:latency"
 """Hash of histogram buckets for queue-to-first-token latency."""
 

@@ -24,6 +24,7 @@ COUNTERS = (
     "turns_submitted",
     "turns_completed",
     "turns_failed",
+    "turns_resent",
     "compressions",
     "tokens_saved",
     "crashes_prevented",

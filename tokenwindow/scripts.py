@@ -20,7 +20,8 @@ import redis.cluster
 import redis.exceptions
 
 Along = Callable[[Any], None]
-"""Adds other commands to a script's pipeline, ahead of the script, to share its round trip."""
+"""Adds other commands to a script's pipeline, to share its round trip: ``along`` ahead of the
+script, ``then`` after it (sent again after a ``NOSCRIPT`` re-run, so they must be repeatable)."""
 Args = Sequence[str | int | float]
 
 
@@ -38,27 +39,44 @@ class SyncScript:
         self._sha = str(self.client.script_load(self.source))
         return self._sha
 
-    def __call__(self, keys: Sequence[str], args: Args, *, along: Along | None = None) -> Any:
+    def __call__(
+        self,
+        keys: Sequence[str],
+        args: Args,
+        *,
+        along: Along | None = None,
+        then: Along | None = None,
+    ) -> Any:
         sha = self._sha or self._load()
         if isinstance(self.client, redis.cluster.RedisCluster):
-            if along is not None:
-                pipe = self.client.pipeline(transaction=False)
-                along(pipe)
-                pipe.execute()
+            self._pipelined(along)
             try:
-                return self.client.evalsha(sha, len(keys), *keys, *args)
+                result = self.client.evalsha(sha, len(keys), *keys, *args)
             except redis.exceptions.NoScriptError:
-                return self.client.evalsha(self._load(), len(keys), *keys, *args)
+                result = self.client.evalsha(self._load(), len(keys), *keys, *args)
+            self._pipelined(then)
+            return result
         pipe = self.client.pipeline(transaction=False)
         if along is not None:
             along(pipe)
+        at = len(pipe)
         pipe.evalsha(sha, len(keys), *keys, *args)
-        result = pipe.execute(raise_on_error=False)[-1]
+        if then is not None:
+            then(pipe)
+        results = pipe.execute(raise_on_error=False)
+        result = results[at]
         if _is_noscript(result):
             result = self.client.evalsha(self._load(), len(keys), *keys, *args)
+            self._pipelined(then)
         if isinstance(result, Exception):
             raise result
         return result
+
+    def _pipelined(self, commands: Along | None) -> None:
+        if commands is not None:
+            pipe = self.client.pipeline(transaction=False)
+            commands(pipe)
+            pipe.execute()
 
 
 class AsyncScript:

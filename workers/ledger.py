@@ -17,9 +17,12 @@ redelivered task finishes it, once, or fails it with a clear event.
 
 Turns of one session run one at a time, in arrival order: a turn that is not at the head of
 its session's queue parks its task request, and the turn ahead hands it on (sends it again)
-when it ends. A head that stops making progress is evicted by the next arrival once its stale
-mark passes. Generation is guarded by a lease (task id and expiry): a redelivered task keeps
+when it ends. Generation is guarded by a lease (task id and expiry): a redelivered task keeps
 its id and takes its own lease back at once; a duplicate waits for the lease to expire.
+
+A head that stops making progress (its task lost with a broker's message) has its task request
+sent again by the recovery sweep (``recover``, ``workers/recovery.py``), at most
+``MAX_RESENDS`` times; after that the next arrival evicts it once its stale mark passes.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any
 
 import redis
 
-from tokenwindow.constants import events_channel, session_keys, turns_key
+from tokenwindow.constants import RECOVERY_KEY, events_channel, session_keys, turns_key
 from tokenwindow.counting import message_key
 from tokenwindow.eventlog import EMIT_LUA, encode_event
 from tokenwindow.events import EventType
@@ -44,6 +47,8 @@ from tokenwindow.sessions import Entry, text_of_reply
 
 LUA_DIR = Path(__file__).with_name("lua")
 EVICTED_MESSAGE = "the turn ahead stopped making progress and was abandoned"
+MAX_RESENDS = 3
+"""How often the recovery sweep sends one turn's task again before leaving it to eviction."""
 
 
 class LeaseLostError(Exception):
@@ -156,6 +161,12 @@ class Limits:
     lease_grace_seconds: int
     """A generating head is stale this long after its lease expires."""
 
+    @property
+    def recovery_grace_seconds(self) -> int:
+        """A head that made no progress for this long is due a resend: one lease, so a live
+        stream (which renews every third of a lease) is never due."""
+        return self.lease_seconds
+
 
 def _keys(session_id: str) -> list[str]:
     """Every key of the session, in the order ``workers/lua/common.lua`` names them."""
@@ -248,7 +259,21 @@ class Ledger:
             "evicted_message": EVICTED_MESSAGE,
             "started": encode_event(session_id, turn_id, EventType.TURN_STARTED, {"model": model}),
         }
-        return Outcome.parse(self._run("ingest", session_id, header, *(e.dumps() for e in entries)))
+        due = time.time() + self.limits.recovery_grace_seconds
+        keys, args = script_args(session_id, self.limits, header, *(e.dumps() for e in entries))
+        # After the script: a sweep that stops watching an idle session looks at it once more.
+        watch = _watch(session_id, due, self.limits.ttl_seconds)
+        return Outcome.parse(self._scripts["ingest"](keys, args, then=watch))
+
+    # --- recovery --------------------------------------------------------------------------
+    def recover(self, session_id: str) -> Outcome:
+        """Look at the session's head turn for the recovery sweep (see ``workers/lua/recover``):
+        ``resend`` carries the task request to send again; ``wait`` when to look again."""
+        header = {
+            "grace": self.limits.recovery_grace_seconds,
+            "max_resends": MAX_RESENDS,
+        }
+        return Outcome.parse(self._run("recover", session_id, header))
 
     # --- moves between live states ---------------------------------------------------------
     def compress_first(self, session_id: str, turn_id: str) -> Outcome:
@@ -336,7 +361,18 @@ class Ledger:
         return json.loads(text_of_reply(raw)) if raw else {}
 
 
-_SCRIPTS = ("ingest", "advance", "finish")
+def _watch(session_id: str, due: float, ttl_seconds: int) -> Along:
+    """Have the recovery sweep look at the session by ``due`` (an earlier time stands). The
+    index expires with the last session, should no worker sweep it."""
+
+    def commands(pipe: Any) -> None:
+        pipe.zadd(RECOVERY_KEY, {session_id: due}, lt=True)
+        pipe.expire(RECOVERY_KEY, ttl_seconds)
+
+    return commands
+
+
+_SCRIPTS = ("ingest", "advance", "finish", "recover")
 RENEW_SCRIPT = "renew"
 
 

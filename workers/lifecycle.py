@@ -1,4 +1,5 @@
-"""Worker lifecycle: logging, Sentry and tokenizer warm-up on start; a log line per task.
+"""Worker lifecycle: logging, Sentry and tokenizer warm-up on start; the recovery sweep beside
+a turn worker; a log line per task.
 
 Everything here runs from Celery signals, so importing the app never touches the network,
 Sentry or the tokenizer files.
@@ -14,13 +15,15 @@ from typing import Any
 
 from celery import signals
 
-from tokenwindow.constants import QUEUE_COMPLETIONS, QUEUE_SUMMARIZATION
+from tokenwindow.constants import QUEUE_COMPLETIONS, QUEUE_SUMMARIZATION, TASK_INGEST_TURN
 from tokenwindow.counting import counter_for_encoding
 from tokenwindow.errors import TokenWindowError
 from tokenwindow.models import get_registry
 from tokenwindow.settings import get_settings
+from workers.connections import get_ledger, get_metrics, get_redis
 from workers.llm import load_litellm
 from workers.logs import configure_logging, safe_fields
+from workers.recovery import RecoverySweep, SweepThread
 from workers.sentry import init_sentry
 
 log = logging.getLogger("tokenwindow.tasks")
@@ -28,6 +31,7 @@ WARM_ENCODINGS = ("o200k_base", "cl100k_base")
 PROVIDER_QUEUES = frozenset({QUEUE_COMPLETIONS, QUEUE_SUMMARIZATION})
 """Queues whose tasks call providers (through litellm)."""
 _started: dict[str, float] = {}
+_sweeps: list[SweepThread] = []
 
 
 def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
@@ -39,7 +43,32 @@ def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
 def _worker_init(sender: Any = None, **_: Any) -> None:
     if init_sentry(get_settings()):
         log.info("sentry enabled")
-    _warm_up(calls_providers=bool(consumed_queues(sender) & PROVIDER_QUEUES))
+    queues = consumed_queues(sender)
+    _warm_up(calls_providers=bool(queues & PROVIDER_QUEUES))
+    if QUEUE_COMPLETIONS in queues:
+        _sweeps.append(_recovery_sweep(sender.app))
+
+
+def _recovery_sweep(app: Any) -> SweepThread:
+    """Where turns run, lost turn tasks are looked for: every third of a lease, at most 10 s."""
+    interval = min(max(get_settings().lease_seconds / 3, 1.0), 10.0)
+
+    def send(kwargs: dict[str, Any]) -> None:
+        app.send_task(TASK_INGEST_TURN, kwargs=kwargs)
+
+    sweep = RecoverySweep(get_redis(), get_ledger(), get_metrics(), send)
+    return SweepThread(sweep, interval)
+
+
+def _worker_ready(**_: Any) -> None:
+    """Started once the pool is up: a prefork pool forks its children without this thread."""
+    for sweep in _sweeps:
+        sweep.start()
+
+
+def _worker_shutdown(**_: Any) -> None:
+    for sweep in _sweeps:
+        sweep.stop()
 
 
 def consumed_queues(worker: Any) -> set[str]:
@@ -112,6 +141,8 @@ def _task_retry(request: Any = None, reason: Any = None, **_: Any) -> None:
 # make these functions untyped too.
 signals.setup_logging.connect(_setup_logging)
 signals.worker_init.connect(_worker_init)
+signals.worker_ready.connect(_worker_ready)
+signals.worker_shutdown.connect(_worker_shutdown)
 signals.task_prerun.connect(_task_started)
 signals.task_postrun.connect(_task_finished)
 signals.task_retry.connect(_task_retry)

@@ -174,7 +174,9 @@ def audit(client: redis.Redis, records: list[TurnRecord]) -> Audit:
                 continue
             if record.status == "lost":
                 lost += 1
-                problems.append(f"{where}: no terminal event")
+                ledger = client.hget(turns_key(session_id), record.turn_id)
+                state = json.loads(ledger).get("state") if ledger else "new"
+                problems.append(f"{where}: no terminal event (ledger: {state})")
             elif record.status == "completed":
                 if not users or not replies:
                     lost += 1

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import fakeredis
-import pytest
 import redis
 
-from tests.conftest import TEST_REDIS_URL
 from tokenwindow.constants import events_stream_key, transcript_key, turn_order_key
 from tokenwindow.counting import counter_for_encoding
 from tokenwindow.sessions import Entry
@@ -26,17 +22,6 @@ LIMITS = Limits(
     ttl_seconds=3600, maxlen=1000, lease_seconds=30, stale_seconds=600, lease_grace_seconds=60
 )
 SID = "ledger-session"
-
-
-@pytest.fixture(params=["fakeredis", "redis"])
-def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
-    if request.param == "fakeredis":
-        yield fakeredis.FakeRedis()
-        return
-    real = redis.Redis.from_url(TEST_REDIS_URL)
-    real.flushdb()
-    yield real
-    real.close()
 
 
 def ledger(client: redis.Redis, **limits: int) -> Ledger:

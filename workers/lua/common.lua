@@ -35,7 +35,8 @@ local function touch(ttl)
 end
 
 -- The session's head turn, if it is parked: its task request, for the caller to send again.
--- Handing on refreshes its stale mark, so a lost hand-on is evicted by the next arrival.
+-- Handing on refreshes its stale mark: past it, the recovery sweep sends a lost hand-on again
+-- (and, once its resends are used up, the next arrival evicts it).
 local function handoff()
   local head = redis.call('ZRANGE', ORDER, 0, 0)[1]
   if not head then return false end
