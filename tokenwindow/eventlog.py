@@ -44,7 +44,8 @@ PUBLISH_LUA = (
 -- KEYS: per group: ledger hash, event stream, channel
 -- ARGV: maxlen, ttl, then per group: turn_id, event count, then (kind, body, text) per event
 -- kind: event | token (text is appended to what was published) | tool | reset
-local maxlen, ttl = ARGV[1], ARGV[2]
+-- ttl 0 leaves the keys' expiry alone (a streaming reply's lease renewals keep it).
+local maxlen, ttl = ARGV[1], tonumber(ARGV[2])
 local out = {}
 local a = 3
 for k = 1, #KEYS, 3 do
@@ -71,8 +72,10 @@ for k = 1, #KEYS, 3 do
     local seen = redis.call('HGET', turns, tid .. ':text') or ''
     redis.call('HSET', turns, tid .. ':text', seen .. table.concat(added))
   end
-  redis.call('EXPIRE', turns, ttl)
-  redis.call('EXPIRE', stream, ttl)
+  if ttl > 0 then
+    redis.call('EXPIRE', turns, ttl)
+    redis.call('EXPIRE', stream, ttl)
+  end
 end
 return out
 """

@@ -49,10 +49,7 @@ class Engine:
         settings = get_settings()
         self.redis = _async_client(settings)
         self.publisher = StreamPublisher(
-            self.redis,
-            flush_ms=settings.stream_flush_ms,
-            maxlen=settings.stream_maxlen,
-            ttl_seconds=settings.session_ttl_seconds,
+            self.redis, flush_ms=settings.stream_flush_ms, maxlen=settings.stream_maxlen
         )
 
         self._renew = AsyncScript(self.redis, lua_source(RENEW_SCRIPT))

@@ -31,6 +31,10 @@ from tokenwindow.events import EventType
 from tokenwindow.scripts import AsyncScript
 from workers.reply import Action
 
+KEEP_EXPIRY = 0
+"""Streams set no expiry per flush: the turn's begin set it on every key of the session, and
+its lease renewals (every third of a lease) set it again."""
+
 
 class Outbox:
     """One reply's events not yet in Redis, in order; adjacent text is joined."""
@@ -92,13 +96,10 @@ class Outbox:
 class StreamPublisher:
     """Flushes every outbox of this event loop on one clock."""
 
-    def __init__(
-        self, client: redis.asyncio.Redis, *, flush_ms: int, maxlen: int, ttl_seconds: int
-    ) -> None:
+    def __init__(self, client: redis.asyncio.Redis, *, flush_ms: int, maxlen: int) -> None:
         self._script = AsyncScript(client, PUBLISH_LUA)
         self._interval = flush_ms / 1000
         self._maxlen = maxlen
-        self._ttl = ttl_seconds
         self._ready: dict[int, Outbox] = {}
         self._flushes: set[asyncio.Future[None]] = set()
         self._timer: asyncio.Handle | None = None
@@ -144,9 +145,9 @@ class StreamPublisher:
     async def _flush(self, batch: list[Outbox], done: asyncio.Future[None]) -> None:
         groups = [(o.session_id, o.turn_id, o.take()) for o in batch]
         if self._script.on_cluster:
-            calls = [publish_call(self._maxlen, self._ttl, [group]) for group in groups]
+            calls = [publish_call(self._maxlen, KEEP_EXPIRY, [group]) for group in groups]
         else:
-            calls = [publish_call(self._maxlen, self._ttl, groups)]
+            calls = [publish_call(self._maxlen, KEEP_EXPIRY, groups)]
         try:
             await self._script.many(calls)
         except BaseException as exc:

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from tokenwindow.constants import events_stream_key, transcript_key, turn_order_key
+from tokenwindow.constants import events_stream_key, transcript_key, turn_order_key, turns_key
 from tokenwindow.counting import counter_for_encoding
 from tokenwindow.sessions import Entry
 from workers.ledger import TRANSITIONS, Ledger, Limits, TurnState
@@ -234,6 +234,25 @@ def test_every_key_a_turn_writes_expires_with_the_session(client: redis.Redis) -
     keys = client.keys("*")
     assert events_stream_key(SID).encode() in keys
     assert {key: client.ttl(key) for key in keys if not 0 < client.ttl(key) <= 3600} == {}
+
+
+def test_a_long_stream_keeps_its_session_from_expiring(client: redis.Redis) -> None:
+    """Flushes of streamed text set no expiry (``KEEP_EXPIRY``): lease renewals do."""
+    from tokenwindow.eventlog import KIND_TOKEN, PUBLISH_LUA, publish_call
+    from tokenwindow.scripts import SyncScript
+    from workers.ledger import RENEW_SCRIPT, lua_source, renew_header, script_args
+    from workers.publisher import KEEP_EXPIRY
+
+    book = ledger(client, ttl_seconds=100)
+    ingest(book, "t1", "hello")
+    book.begin(SID, "t1", "a")
+    client.expire(turns_key(SID), 5)  # as if the session's expiry had nearly run out
+    keys, args = publish_call(1000, KEEP_EXPIRY, [(SID, "t1", [(KIND_TOKEN, '{"x":1}', "hi")])])
+    SyncScript(client, PUBLISH_LUA)(keys, args)
+    assert 0 < client.ttl(turns_key(SID)) <= 5, "a flush leaves the expiry alone"
+    renew = SyncScript(client, lua_source(RENEW_SCRIPT))
+    assert renew(*script_args(SID, book.limits, renew_header("t1", "a", book.limits))) == 1
+    assert client.ttl(turns_key(SID)) > 90
 
 
 def test_begin_returns_the_published_text_for_a_redelivery(client: redis.Redis) -> None:
