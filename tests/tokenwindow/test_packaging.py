@@ -1,8 +1,10 @@
 """What a producer installs: the client distribution alone, built from this tree.
 
-An empty virtual environment gets ``pip install`` of a copy of the repository (the registry
-serves the dependencies); it must hold no top-level module but ``tokenwindow``, none of the
-service's dependencies, and its client must get a reply from the Procfile's workers.
+An empty virtual environment gets an install of a copy of the repository (the registry serves
+the dependencies); it must hold no top-level module but ``tokenwindow``, none of the service's
+dependencies, and its client must get a reply from the Procfile's workers. ``uv pip install``
+does the install: it builds the same distribution and resolves the same requirements as
+``pip install``, in a few seconds rather than most of a minute.
 """
 
 from __future__ import annotations
@@ -55,18 +57,16 @@ print(reply["content"])
 
 @pytest.fixture(scope="module")
 def client_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The interpreter of a fresh venv holding only ``pip install <copy of this tree>``."""
+    """The interpreter of a fresh venv holding only an install of a copy of this tree."""
     base = tmp_path_factory.mktemp("producer")
     tree = base / "tree"
     shutil.copytree(ROOT, tree, ignore=NOT_COPIED)
-    subprocess.run([sys.executable, "-m", "venv", str(base / "venv")], check=True)
+    uv = Path(sys.executable).parent / "uv"
+    subprocess.run([str(uv), "venv", "--quiet", str(base / "venv")], check=True)
     python = base / "venv" / "bin" / "python"
-    # --no-compile: byte-compiling litellm's thousands of modules is most of the install's time,
-    # and the producer's first import compiles what it uses anyway.
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--no-compile", str(tree)],
+        [str(uv), "pip", "install", "--quiet", "--python", str(python), str(tree)],
         check=True,
-        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
         timeout=900,
     )
     return python
