@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 BATCH = 100
 """Sessions looked at per round trip of the due list; a sweep takes batches until none is due."""
 STOP_WATCHING = frozenset(("idle", "given_up"))
+UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 Send = Callable[[dict[str, Any]], None]
 """Sends ``ingest_turn`` with the given keyword arguments."""
 
@@ -50,7 +51,18 @@ class RecoverySweep:
         """Look at every session due now; return how many turns were sent again."""
         resent, now = 0, time.time()
         while due := self._due(now):
-            resent += sum(self._look(session_id) for session_id in due)
+            for session_id in due:
+                try:
+                    resent += self._look(session_id)
+                except UNREACHABLE:
+                    raise
+                except Exception:  # one broken session must not stop the sweep of the others
+                    log.exception(
+                        "recovery sweep could not look at a session",
+                        extra={"fields": {"session_id": session_id}},
+                    )
+                    later = now + self.ledger.limits.recovery_grace_seconds
+                    self.redis.zadd(RECOVERY_KEY, {session_id: later})
         return resent
 
     def _due(self, now: float) -> list[str]:
@@ -120,7 +132,7 @@ class SweepThread:
         while not self._stopped.wait(self.interval):
             try:
                 self.sweep.sweep()
-            except (redis.RedisError, OperationalError) as exc:  # fails over: next round
+            except UNREACHABLE as exc:  # Redis or the broker fails over: next round
                 log.warning(
                     "recovery sweep skipped", extra={"fields": {"error": type(exc).__name__}}
                 )

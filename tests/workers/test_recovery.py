@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from tests.workers.test_ledger import SID, entries, ingest, ledger, reply
-from tokenwindow.constants import RECOVERY_KEY
+from tokenwindow.constants import RECOVERY_KEY, turn_order_key
 from tokenwindow.metrics import MetricsRecorder
 from workers import ledger as ledger_module
 from workers import recovery
@@ -171,3 +171,20 @@ def test_many_sessions_are_swept_in_batches(client: redis.Redis, clock: Clock) -
     clock.now += 2 * LEASE + 1
     assert sweep.sweep() == len(sessions)
     assert sorted(kwargs["session_id"] for kwargs in sent) == sorted(sessions)
+
+
+def test_a_broken_session_is_logged_and_the_others_are_still_swept(
+    client: redis.Redis, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    book = ledger(client, lease_seconds=LEASE)
+    sweep, sent = sweeper(client, book)
+    client.zadd(RECOVERY_KEY, {"broken": clock.now - 1})
+    client.set(turn_order_key("broken"), "not a sorted set")  # the look fails with WRONGTYPE
+    ingest(book, "t1", "hello")
+    book.begin(SID, "t1", "dead")
+    clock.now += 2 * LEASE + 1
+    assert sweep.sweep() == 1
+    assert turn_ids(sent) == ["t1"]
+    failed = [r for r in caplog.records if r.getMessage().endswith("could not look at a session")]
+    assert [r.fields["session_id"] for r in failed] == ["broken"]
+    assert client.zscore(RECOVERY_KEY, "broken") == clock.now + LEASE, "looked at again later"
