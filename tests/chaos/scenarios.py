@@ -14,7 +14,7 @@ import functools
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -282,8 +282,29 @@ def kill_ingesting(
 
 
 # --- provider faults ------------------------------------------------------------------------------
+PROVIDER_FAULT_ENV = {"TOKENWINDOW_PROVIDER_TIMEOUT_SECONDS": "2"}
+"""The provider faults share one stack; a provider that hangs is given up on after 2 s."""
+SETTLE_SECONDS = 0.3
+
+
+@contextlib.contextmanager
+def provider_fault_stack(workdir: Path, redis_url: str) -> Iterator[Stack[FakeProviderServer]]:
+    """One fake provider and one worker for every provider fault, one fault after another."""
+    with stack(workdir, redis_url, **PROVIDER_FAULT_ENV) as s:
+        s.worker()
+        yield s
+
+
+def provider_faults(workdir: Path, redis_url: str) -> list[Row]:
+    """Every provider fault on one stack (``make chaos``)."""
+    with provider_fault_stack(workdir, redis_url) as s:
+        return [
+            provider_fault(s, redis_url, name, **spec) for name, spec in PROVIDER_FAULTS.items()
+        ]
+
+
 def provider_fault(
-    workdir: Path,
+    s: Stack[FakeProviderServer],
     redis_url: str,
     name: str,
     faults: list[Fault],
@@ -292,35 +313,56 @@ def provider_fault(
     model: str = BIG_MODEL,
     history: list[dict[str, Any]] | None = None,
     configure: dict[str, Any] | None = None,
-    env: dict[str, str] | None = None,
 ) -> Row:
-    """Queue ``faults`` for the next provider requests, then run ``turns`` turns at once."""
-    row = Row(name)
-    with stack(workdir, redis_url, **(env or {})) as s:
-        s.worker()
-        s.provider.configure(**(configure or {}))
-        s.provider.inject(*faults)
-        sessions = [new_session("fault") for _ in range(turns)]
+    """Queue ``faults`` for the next provider requests, then run ``turns`` turns at once.
 
-        async def scenario() -> list[TurnRecord]:
-            async with s.client() as client:
-                return list(
-                    await asyncio.gather(
-                        *(
-                            run_turn(client, sid, long_text(sid), model, history=history)
-                            for sid in sessions
-                        )
+    The stack may have served another fault: its worker finishes that one's tasks first (a
+    background compression must not reach the provider during this one), then the fake starts
+    afresh.
+    """
+    row = Row(name)
+    store = redis.Redis.from_url(redis_url)
+    _wait_settled(store)
+    s.provider.reset()
+    s.provider.configure(**(configure or {}))
+    s.provider.inject(*faults)
+    sessions = [new_session("fault") for _ in range(turns)]
+
+    async def scenario() -> list[TurnRecord]:
+        async with s.client() as client:
+            return list(
+                await asyncio.gather(
+                    *(
+                        run_turn(client, sid, long_text(sid), model, history=history)
+                        for sid in sessions
                     )
                 )
+            )
 
-        start = time.monotonic()
-        records = _run(scenario())
-        row.requests = len(s.provider.requests)
-        row.recovery_s = max((r.finished for r in records), default=start) - start
-        row.fill(redis.Redis.from_url(redis_url), records)
-        codes = sorted({r.code for r in records if r.code})
-        row.note = f"codes: {', '.join(codes)}" if codes else ""
-        return row
+    start = time.monotonic()
+    records = _run(scenario())
+    row.requests = len(s.provider.requests)
+    row.recovery_s = max((r.finished for r in records), default=start) - start
+    row.fill(store, records)
+    codes = sorted({r.code for r in records if r.code})
+    row.note = f"codes: {', '.join(codes)}" if codes else ""
+    return row
+
+
+def _wait_settled(store: redis.Redis, timeout: float = 60.0) -> None:
+    """Until the broker holds no task, queued or taken (kombu's ``unacked`` hash), for a while."""
+    deadline = time.monotonic() + timeout
+    quiet_since = None
+    while time.monotonic() < deadline:
+        busy = store.hlen("unacked") or any(store.llen(queue) for queue in QUEUES)
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= SETTLE_SECONDS:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"the worker still had tasks after {timeout:g} s")
 
 
 def context_history() -> list[dict[str, Any]]:
@@ -339,7 +381,6 @@ PROVIDER_FAULTS: dict[str, dict[str, Any]] = {
     "stream stops halfway": {"faults": [Fault.drop(after_chunks=4)] * 2},
     "hang past the timeout": {
         "faults": [Fault.hang(seconds=20), Fault.hang(seconds=20, after_chunks=3)],
-        "env": {"TOKENWINDOW_PROVIDER_TIMEOUT_SECONDS": "2"},
     },
     "auth error (401)": {"faults": [Fault.error(401)] * 3},
     "context length below ours": {
