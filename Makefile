@@ -36,7 +36,7 @@ run: install
 test: install
 	$(BIN)/python -m workers.embedded_redis --port 6379
 	$(BIN)/python -m pytest $(PYTEST_FLAGS) -n $(TEST_PROCESSES) --dist loadfile \
-	  --ignore=tests/chaos $(ARGS)
+	  --no-loadscope-reorder --ignore=tests/chaos $(ARGS)
 	$(BIN)/python -m pytest $(PYTEST_FLAGS) -n $(TEST_PROCESSES) --dist loadfile tests/chaos $(ARGS)
 
 lint: install

@@ -8,10 +8,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.cli.conftest import WORKER_ENV
 from tests.cli.corpus import check_output, output_ids, read_output, write_jsonl
 from tests.harness import ROOT, WorkerProcess
 from tokenwindow.cli import EXIT_OK
+
+pytestmark = pytest.mark.long
 
 TRANSCRIPTS = 240
 KILL_AFTER_LINES = 10

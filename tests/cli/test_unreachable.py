@@ -15,6 +15,8 @@ from tokenwindow.models import get_registry
 from tokenwindow.settings import get_settings
 from workers.embedded_redis import free_port
 
+pytestmark = pytest.mark.long
+
 PASSWORD = "hunter2"
 
 

