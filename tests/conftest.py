@@ -54,8 +54,9 @@ def redis_client() -> Iterator[redis.Redis]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked ``long``, then ``slow``, come first. ``make test`` has pytest-xdist hand out
-    files in this order (``--no-loadscope-reorder``), so the long ones run beside each other and
-    the quick ones fill in at the end, rather than one long file running alone after the rest."""
+    files in this order (``--no-loadscope-reorder``), so the long ones (the fault scenarios
+    first) run beside each other and the quick ones fill in at the end, rather than one long
+    file running alone after the rest."""
 
     def rank(item: pytest.Item) -> int:
         return 0 if item.get_closest_marker("long") else 1 if item.get_closest_marker("slow") else 2

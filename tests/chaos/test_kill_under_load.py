@@ -9,7 +9,7 @@ import pytest
 from tests.chaos import scenarios
 from tests.redis_server import RedisServer
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.timeout(240)]
 
 
 def test_a_kill_with_streams_in_flight_loses_and_duplicates_nothing(

@@ -16,7 +16,7 @@ from tests.redis_server import RedisServer
 from tests.topologies import RabbitNode
 from tokenwindow.constants import QUEUES
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.timeout(240)]
 
 
 def test_a_worker_kill_on_quorum_queues_loses_and_duplicates_nothing(

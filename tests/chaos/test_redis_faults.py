@@ -11,7 +11,7 @@ import pytest
 
 from tests.chaos import scenarios
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.timeout(150)]
 
 
 def test_redis_restart_loses_its_data_but_new_turns_work(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from tests.chaos import scenarios
 from tests.redis_server import RedisServer
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.timeout(120)]
 
 
 def test_kill_while_summarizing_resumes_the_compression(
