@@ -219,10 +219,12 @@ class Ledger:
         header: dict[str, Any],
         *extra: str,
         along: Along | None = None,
+        then: Along | None = None,
     ) -> Any:
-        """One script call; ``along`` adds other writes (metrics) to the same round trip."""
+        """One script call; ``along`` and ``then`` add other writes (metrics, the recovery
+        index) to the same round trip, before and after it."""
         keys, args = script_args(session_id, self.limits, header, *extra)
-        return self._scripts[name](keys, args, along=along)
+        return self._scripts[name](keys, args, along=along, then=then)
 
     # --- ingest (and park, and evict) ------------------------------------------------------
     def ingest(
@@ -260,10 +262,10 @@ class Ledger:
             "started": encode_event(session_id, turn_id, EventType.TURN_STARTED, {"model": model}),
         }
         due = time.time() + self.limits.recovery_grace_seconds
-        keys, args = script_args(session_id, self.limits, header, *(e.dumps() for e in entries))
         # After the script: a sweep that stops watching an idle session looks at it once more.
         watch = _watch(session_id, due, self.limits.ttl_seconds)
-        return Outcome.parse(self._scripts["ingest"](keys, args, then=watch))
+        batch = (e.dumps() for e in entries)
+        return Outcome.parse(self._run("ingest", session_id, header, *batch, then=watch))
 
     # --- recovery --------------------------------------------------------------------------
     def recover(self, session_id: str) -> Outcome:
