@@ -206,15 +206,19 @@ class ExtractiveSummarizer:
             raise SummarizerError("nothing to summarize: the span has no text")
         chosen = self._select(found, max_tokens)
         text = self._render(chosen)
-        over = self.counter.count_text(text) - max_tokens
-        while over > 0 and chosen:
-            # Labels and date lines cost more than the sentences alone: give back the
-            # least valuable picks (the last ones) until it fits.
-            freed = 0
-            while chosen and freed < over:
-                freed += chosen.pop().tokens
-            text = self._render(chosen)
-            over = self.counter.count_text(text) - max_tokens
-        if not chosen:
+        if chosen and self.counter.count_text(text) <= max_tokens:
+            return text
+        # Labels and date lines cost more than the sentences alone: keep the most picks, in
+        # the order they were chosen (most valuable first), whose rendering fits.
+        best = None
+        low, high = 1, len(chosen) - 1
+        while low <= high:
+            middle = (low + high) // 2
+            text = self._render(chosen[:middle])
+            if self.counter.count_text(text) <= max_tokens:
+                best, low = text, middle + 1
+            else:
+                high = middle - 1
+        if best is None:
             raise SummarizerError(f"no sentence fits in {max_tokens} tokens")
-        return text
+        return best

@@ -79,6 +79,19 @@ def test_the_summary_never_exceeds_max_tokens(messages: list[Message], max_token
     assert 0 < COUNTER.count_text(summary) <= max_tokens
 
 
+def test_labels_that_overflow_a_tight_summary_drop_the_least_valuable_picks_only() -> None:
+    """Three short picks by three speakers render past 16 tokens; the best one still fits."""
+    messages: list[Message] = [
+        {"role": "user", "content": "the"},
+        {"role": "user", "content": "the 12", "name": "carol_2"},
+        {"role": "tool", "tool_call_id": "call_1", "content": "Tuesday"},
+        {"role": "assistant", "content": "meeting meeting meeting meeting 4 pm"},
+    ]
+    summary = SUMMARIZE(messages, previous_summary=None, max_tokens=16)
+    assert "4 pm" in summary
+    assert COUNTER.count_text(summary) <= 16
+
+
 _SUMMARY_SCRIPT = """
 from bench.agent_traces import agent_trace
 from strategies.extractive import ExtractiveSummarizer
