@@ -1,8 +1,8 @@
 """Building blocks for fault tests and the chaos runner: a stack with short limits, an audit.
 
 ``stack`` is ``tests.stack.Stack`` with the short time limits fault scenarios need (a killed
-worker's turn is redelivered within seconds). ``audit`` reads back what the service stored and
-streamed and counts lost and duplicated turns.
+worker's turn is redelivered, and taken over, within seconds). ``audit`` reads back what the
+service stored and streamed and counts lost and duplicated turns.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ SHORT_LIMITS = {
     "TOKENWINDOW_SUMMARIZATION_SOFT_TIME_LIMIT": "6",
     "TOKENWINDOW_SUMMARIZATION_TIME_LIMIT": "8",
     "TOKENWINDOW_VISIBILITY_MARGIN_SECONDS": "2",
+    # A redelivered turn takes over a killed worker's generation lease this soon (default 30).
+    "TOKENWINDOW_LEASE_SECONDS": "5",
     "TOKENWINDOW_PROVIDER_TIMEOUT_SECONDS": "5",
     "TOKENWINDOW_MAX_RETRIES": "4",
 }
