@@ -52,9 +52,7 @@ from tokenwindow.settings import get_settings
 from tokenwindow.topology import QUORUM, sync_redis
 
 LONG_LIMITS = {
-    # Tasks and leases outlive a frozen Redis, so nothing is redelivered or taken over while
-    # the first run still works.
-    "TOKENWINDOW_LEASE_SECONDS": "60",
+    # Tasks outlive a frozen Redis, so nothing is redelivered while the first run still works.
     "TOKENWINDOW_COMPLETION_SOFT_TIME_LIMIT": "100",
     "TOKENWINDOW_COMPLETION_TIME_LIMIT": "110",
     "TOKENWINDOW_SUMMARIZATION_SOFT_TIME_LIMIT": "60",
