@@ -70,7 +70,7 @@ comma := ,
 DOCKER_BUILD ?= $(shell docker buildx version >/dev/null 2>&1 && echo docker || command -v -p docker)
 
 base-image:
-	docker image inspect $(BASE_IMAGE) >/dev/null 2>&1 || { \
+	docker image inspect $(BASE_IMAGE) >/dev/null 2>&1 || { mkdir -p $(ROOTFS) && \
 	  debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
 	    bookworm $(ROOTFS) && tar -C $(ROOTFS) -c . | docker import - $(BASE_IMAGE) && rm -rf $(ROOTFS); }
 
