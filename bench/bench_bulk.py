@@ -24,7 +24,8 @@ import redis
 
 from bench.report import Row
 from bench.stack import BENCH_REDIS_URL
-from tests.harness import ROOT, WorkerProcess
+from tests.forkserver import ROOT
+from tests.harness import WorkerProcess
 from tokenwindow.transcripts import Transcript, read_path
 
 TRANSCRIPTS, QUICK_TRANSCRIPTS = 300, 60

@@ -1,8 +1,8 @@
-"""Real Celery workers for tests: started as subprocesses exactly as the Procfile does.
+"""Real Celery workers for tests: ``celery -A workers.app worker`` as the Procfile runs it.
 
-``WorkerProcess`` starts ``celery -A workers.app worker`` with a given environment, waits for
-its first answered ping, and can be killed with SIGKILL (its whole process group, as a crash
-would) and started again.
+``WorkerProcess`` starts one with a given environment (forked from ``tests.forkserver``, which
+has done the imports), waits for its first answered ping, and can be killed with SIGKILL (its
+whole process group, as a crash would) and started again.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,12 +19,13 @@ from typing import Any
 import pytest
 from celery import Celery
 
+from tests import forkserver
+from tests.forkserver import ChildProcess
 from tokenwindow.constants import QUEUES
 from tokenwindow.errors import ConfigurationError
 from tokenwindow.settings import load_settings
 from tokenwindow.topology import CeleryEndpoint, celery_broker
 
-ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_SECONDS = 60.0
 
 
@@ -59,7 +59,7 @@ class WorkerProcess:
         self.pool = pool
         self.node = f"test-{uuid.uuid4().hex[:8]}@localhost"
         self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: ChildProcess | None = None
 
     @property
     def broker_url(self) -> str:
@@ -76,35 +76,10 @@ class WorkerProcess:
                 return CeleryEndpoint(self.env.get("BROKER_URL") or self.env["REDIS_URL"])
 
     def start(self, *, wait: bool = True) -> WorkerProcess:
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            self.app,
-            "worker",
-            "-Q",
-            ",".join(self.queues),
-            "-P",
-            self.pool,
-            "-c",
-            str(self.concurrency),
-            "-n",
-            self.node,
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "INFO",
-        ]
-        log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        args = ["-A", self.app, "worker", "-Q", ",".join(self.queues), "-P", self.pool]
+        args += ["-c", str(self.concurrency), "-n", self.node]
+        args += ["--without-gossip", "--without-mingle", "-l", "INFO"]
+        self.process = forkserver.start("celery", args, env=self.env, log=self.log_path)
         if wait:
             self.wait_ready()
         return self

@@ -13,7 +13,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from tokenwindow.settings import get_settings
+from tokenwindow.settings import Settings, get_settings
 
 
 def litellm_tokenizer_dir() -> Path:
@@ -25,12 +25,18 @@ def litellm_tokenizer_dir() -> Path:
     return root / "litellm_core_utils" / "tokenizers"
 
 
+def offline_environment(settings: Settings) -> dict[str, str]:
+    """The variables tiktoken and litellm read (at import or first load) to stay offline."""
+    cache_dir = str(settings.tiktoken_cache_dir or litellm_tokenizer_dir())
+    return {
+        "TIKTOKEN_CACHE_DIR": cache_dir,
+        # litellm overwrites TIKTOKEN_CACHE_DIR on import unless this one is set.
+        "CUSTOM_TIKTOKEN_CACHE_DIR": cache_dir,
+        "LITELLM_LOCAL_MODEL_COST_MAP": str(settings.litellm_local_model_cost_map),
+    }
+
+
 @functools.cache
 def prepare_offline_environment() -> None:
     """Set the offline defaults once per process, before tiktoken or litellm load."""
-    settings = get_settings()
-    cache_dir = settings.tiktoken_cache_dir or litellm_tokenizer_dir()
-    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache_dir)
-    # litellm overwrites TIKTOKEN_CACHE_DIR on import unless this one is set.
-    os.environ["CUSTOM_TIKTOKEN_CACHE_DIR"] = str(cache_dir)
-    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = str(settings.litellm_local_model_cost_map)
+    os.environ.update(offline_environment(get_settings()))

@@ -12,7 +12,8 @@ import pytest
 
 from tests.cli.conftest import WORKER_ENV
 from tests.cli.corpus import check_output, output_ids, read_output, write_jsonl
-from tests.harness import ROOT, WorkerProcess
+from tests.forkserver import ROOT
+from tests.harness import WorkerProcess
 from tokenwindow.cli import EXIT_OK
 
 pytestmark = pytest.mark.long

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,8 +14,9 @@ import httpx
 import pytest
 import redis
 
+from tests import forkserver
 from tests.conftest import TEST_REDIS_URL
-from tests.harness import ROOT
+from tests.forkserver import ChildProcess
 from tests.pipeline import Pipeline, pipeline
 from tests.stack import BIG_MODEL
 from workers.embedded_redis import free_port
@@ -32,7 +32,7 @@ class GatewayProcess:
 
     env: dict[str, str]
     log_path: Path
-    process: subprocess.Popen[bytes] | None = None
+    process: ChildProcess | None = None
     port: int = 0
 
     @property
@@ -45,13 +45,10 @@ class GatewayProcess:
 
     def start(self) -> GatewayProcess:
         self.port = free_port()
-        command = [sys.executable, "-m", "uvicorn", "gateway.app:app"]
-        command += ["--host", "127.0.0.1", "--port", str(self.port)]
-        command += ["--log-config", "gateway/logging.json"]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env={**os.environ, **self.env}, stdout=log, stderr=log
-            )
+        args = ["gateway.app:app", "--host", "127.0.0.1", "--port", str(self.port)]
+        args += ["--log-config", "gateway/logging.json"]
+        env = {**os.environ, **self.env}
+        self.process = forkserver.start("uvicorn", args, env=env, log=self.log_path)
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import TEST_REDIS_URL
-from tests.harness import ROOT, WorkerProcess
+from tests.forkserver import ROOT
+from tests.harness import WorkerProcess
 from tokenwindow.constants import TASK_COUNT_TOKENS
 from tokenwindow.producer import TaskProducer
 from workers.devstack import procfile_entries

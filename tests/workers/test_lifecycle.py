@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.harness import ROOT
+from tests.forkserver import ROOT
 from tokenwindow.constants import QUEUE_COMPLETIONS, QUEUE_FAST, QUEUE_SUMMARIZATION
 
 pytestmark = pytest.mark.long
