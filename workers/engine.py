@@ -33,6 +33,7 @@ from tokenwindow.topology import async_redis
 from workers.connections import POOL_WAIT_SECONDS, WORKER_POOL_CONNECTIONS, get_ledger
 from workers.ledger import RENEW_SCRIPT, lua_source, renew_header, script_args
 from workers.publisher import StreamPublisher
+from workers.resp import direct_url
 
 T = TypeVar("T")
 SWITCH_INTERVAL_SECONDS = 0.0002
@@ -49,7 +50,10 @@ class Engine:
         settings = get_settings()
         self.redis = _async_client(settings)
         self.publisher = StreamPublisher(
-            self.redis, flush_ms=settings.stream_flush_ms, maxlen=settings.stream_maxlen
+            self.redis,
+            flush_ms=settings.stream_flush_ms,
+            maxlen=settings.stream_maxlen,
+            direct_url=direct_url(settings),
         )
 
         self._renew = AsyncScript(self.redis, lua_source(RENEW_SCRIPT))

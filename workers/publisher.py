@@ -4,18 +4,25 @@ Every reply being streamed in this process has an outbox. Its first delta goes o
 later deltas that arrive within one flush interval (``TOKENWINDOW_STREAM_FLUSH_MS``) are
 coalesced into one ``token`` event, and one call of the publish script
 (``tokenwindow.eventlog.PUBLISH_LUA``) carries every outbox's events of that interval: a
-hundred streams cost one round trip, not a hundred commands to pack and parse. On Redis Cluster,
-where sessions live in different slots, each outbox is its own call, pipelined. With an
-interval of 0 each delta is its own event, still sent with whatever else is ready in the same
-loop iteration.
+hundred streams cost one round trip, not a hundred commands to pack and parse. With an interval
+of 0 each delta is its own event, still sent with whatever else is ready in the same loop
+iteration.
+
+On a plain Redis the call is written by the flush timer's own callback, over a connection of
+the publisher's (``workers.resp``): at hundreds of streams, waiting for a task to write it cost
+each event one more loop iteration of delay. Over Sentinel or TLS the call goes through
+redis-py's client; on Redis Cluster, where sessions live in different slots, each outbox is its
+own call, pipelined.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 import redis.asyncio
+import redis.exceptions
 
 from tokenwindow.eventlog import (
     KIND_RESET,
@@ -30,7 +37,10 @@ from tokenwindow.eventlog import (
 from tokenwindow.events import EventType
 from tokenwindow.scripts import AsyncScript
 from workers.reply import Action
+from workers.resp import RespConnection
 
+Call = tuple[list[str], list[str | int]]
+"""KEYS and ARGV of one publish-script call (``publish_call``)."""
 KEEP_EXPIRY = 0
 """Streams set no expiry per flush: the turn's begin set it on every key of the session, and
 its lease renewals (every third of a lease) set it again."""
@@ -96,8 +106,21 @@ class Outbox:
 class StreamPublisher:
     """Flushes every outbox of this event loop on one clock."""
 
-    def __init__(self, client: redis.asyncio.Redis, *, flush_ms: int, maxlen: int) -> None:
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        *,
+        flush_ms: int,
+        maxlen: int,
+        direct_url: str | None = None,
+    ) -> None:
+        """``direct_url`` (see ``workers.resp.direct_url``): flushes are written at once over
+        a connection of the publisher's; without it they go through ``client``."""
         self._script = AsyncScript(client, PUBLISH_LUA)
+        self._direct_url = direct_url
+        self._direct: RespConnection | None = None
+        self._connecting = asyncio.Lock()
+        self._sha = hashlib.sha1(PUBLISH_LUA.encode()).hexdigest()
         self._interval = flush_ms / 1000
         self._maxlen = maxlen
         self._ready: dict[int, Outbox] = {}
@@ -139,17 +162,49 @@ class StreamPublisher:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for outbox in batch:
             outbox._flushed = done
-        self._flushes.add(task := asyncio.ensure_future(self._flush(batch, done)))
-        task.add_done_callback(self._flushes.discard)
-
-    async def _flush(self, batch: list[Outbox], done: asyncio.Future[None]) -> None:
         groups = [(o.session_id, o.turn_id, o.take()) for o in batch]
         if self._script.on_cluster:
             calls = [publish_call(self._maxlen, KEEP_EXPIRY, [group]) for group in groups]
         else:
             calls = [publish_call(self._maxlen, KEEP_EXPIRY, groups)]
+        sent = self._send(calls[0]) if self._direct and self._direct.usable else None
+        self._flushes.add(task := asyncio.ensure_future(self._flush(calls, sent, batch, done)))
+        task.add_done_callback(self._flushes.discard)
+
+    def _send(self, call: Call) -> asyncio.Future[Any]:
+        """Write the call now (the direct connection is open)."""
+        assert self._direct is not None
+        keys, args = call
+        return self._direct.send("EVALSHA", self._sha, len(keys), *keys, *args)
+
+    async def _publish_direct(self, call: Call, sent: asyncio.Future[Any] | None) -> None:
+        """Wait for a call written by ``_start_flush``, else open the connection and write it
+        here; a Redis that lost its scripts (restarted, flushed) gets the script again."""
+        if sent is None:
+            async with self._connecting:
+                if self._direct is None or not self._direct.usable:
+                    assert self._direct_url is not None
+                    self._direct = await RespConnection.open(self._direct_url)
+            sent = self._send(call)
         try:
-            await self._script.many(calls)
+            await sent
+        except redis.exceptions.NoScriptError:
+            assert self._direct is not None
+            await self._direct.send("SCRIPT", "LOAD", PUBLISH_LUA)
+            await self._send(call)
+
+    async def _flush(
+        self,
+        calls: list[Call],
+        sent: asyncio.Future[Any] | None,
+        batch: list[Outbox],
+        done: asyncio.Future[None],
+    ) -> None:
+        try:
+            if self._direct_url is None or self._script.on_cluster:
+                await self._script.many(calls)
+            else:
+                await self._publish_direct(calls[0], sent)
         except BaseException as exc:
             done.set_exception(exc)
             done.exception()  # marked retrieved: each waiter re-raises it from drain()
