@@ -41,6 +41,8 @@ from workers.resp import RespConnection
 
 Call = tuple[list[str], list[str | int]]
 """KEYS and ARGV of one publish-script call (``publish_call``)."""
+CLIENT_NAME = "tokenwindow-publish"
+"""The publisher's own connection, as ``CLIENT LIST`` shows it."""
 KEEP_EXPIRY = 0
 """Streams set no expiry per flush: the turn's begin set it on every key of the session, and
 its lease renewals (every third of a lease) set it again."""
@@ -184,7 +186,7 @@ class StreamPublisher:
             async with self._connecting:
                 if self._direct is None or not self._direct.usable:
                     assert self._direct_url is not None
-                    self._direct = await RespConnection.open(self._direct_url)
+                    self._direct = await RespConnection.open(self._direct_url, name=CLIENT_NAME)
             sent = self._send(call)
         try:
             await sent

@@ -45,8 +45,8 @@ class RespConnection(asyncio.Protocol):
         self._lost: Exception | None = None
 
     @classmethod
-    async def open(cls, url: str, *, timeout: float = 5.0) -> RespConnection:
-        """Connect, log in and select the URL's database."""
+    async def open(cls, url: str, *, name: str, timeout: float = 5.0) -> RespConnection:
+        """Connect, log in, select the URL's database and take ``name`` (``CLIENT LIST``)."""
         parts = urlsplit(url)
         loop = asyncio.get_running_loop()
         connection = cls()
@@ -66,6 +66,7 @@ class RespConnection(asyncio.Protocol):
         database = _database(parts.path, parts.query)
         if database:
             handshake.append(connection.send("SELECT", database))
+        handshake.append(connection.send("CLIENT", "SETNAME", name))
         try:
             await asyncio.wait_for(asyncio.gather(*handshake), timeout)
         except BaseException:
