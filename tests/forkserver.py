@@ -8,9 +8,11 @@ child takes the environment, working folder and log file asked for, a process gr
 ``python -m`` would: settings, the models file, Celery's start-up and its signals all happen in
 the child, after the fork.
 
-Only libraries are loaded before the fork, and only settings read later may differ from the fork
-server's own environment. A program asked for with any other variable changed (a proxy, a
-tiktoken folder, ``PYTHONPATH``) gets a fresh interpreter instead (see ``start``).
+Only libraries are loaded before the fork (and the settings class, to set the offline variables
+of ``tokenwindow.offline`` as a worker would; no settings object is kept), and only settings
+read later may differ from the fork server's own environment. A program asked for with any
+other variable changed (a proxy, a tiktoken folder, ``PYTHONPATH``) gets a fresh interpreter
+instead (see ``start``).
 
 The protocol is JSON lines: a request on the server's stdin is answered by ``{"pid": N}`` on its
 stdout, and each child's exit is reported there as ``{"exited": N, "returncode": R}`` (negative
