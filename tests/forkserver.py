@@ -90,10 +90,11 @@ def start(
 ) -> ChildProcess:
     """``python -m module args`` in a process group of its own, output to ``log``: forked from the
     warm server when ``env`` differs from it only in settings read after import."""
+    log = log or Path(os.devnull)
     server = _server()
     if server.can_fork(env):
         return server.spawn(module, args, env=env, log=log, cwd=cwd)
-    with open(log or os.devnull, "ab") as output:
+    with log.open("ab") as output:
         return subprocess.Popen(
             [sys.executable, "-m", module, *args],
             cwd=cwd,
@@ -137,17 +138,15 @@ class ForkServer:
         """Whether a child given ``env`` runs as it would in a fresh interpreter. The offline
         defaults it lacks it sets itself (``tokenwindow.offline``), to the server's values."""
         requested = {**{key: self.env[key] for key in self._set_by_child}, **env}
-        changed = requested.keys() ^ self.env.keys()
-        changed |= {
-            key for key in requested.keys() & self.env.keys() if requested[key] != self.env[key]
+        changed = {
+            k for k in requested.keys() | self.env.keys() if requested.get(k) != self.env.get(k)
         }
         return all(key.startswith(READ_AFTER_IMPORT) for key in changed)
 
     def spawn(
-        self, module: str, args: list[str], *, env: dict[str, str], log: Path | None, cwd: Path
+        self, module: str, args: list[str], *, env: dict[str, str], log: Path, cwd: Path
     ) -> ForkedProcess:
-        request = {"module": module, "args": args, "env": env, "cwd": str(cwd)}
-        request["log"] = str(log) if log else os.devnull
+        request = {"module": module, "args": args, "env": env, "cwd": str(cwd), "log": str(log)}
         assert self._process.stdin is not None
         with self._requests:
             self._process.stdin.write(json.dumps(request).encode() + b"\n")
