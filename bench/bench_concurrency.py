@@ -40,7 +40,7 @@ from bench.procfile import ProcfileWorkers
 from bench.proctree import TreeSampler
 from bench.report import Row
 from bench.stack import MODEL, BenchStack
-from bench.stats import ms, percentile
+from bench.stats import ms, percentile, without_gc_pauses
 from tests.fakes import FakeProviderProcess
 from tests.fakes.behaviour import split_words
 from tests.fakes.specs import FAKE_KEY
@@ -161,7 +161,9 @@ async def raw_run(openai_base: str, n: int) -> Run:
 # --- the service: the client, the Procfile workers ------------------------------------------
 def read_turns(redis_url: str, turns: dict[str, str], ready: Event, out: Connection) -> None:
     """Child process: read every session's events until each turn has ended; send them back."""
-    out.send(asyncio.run(_read(redis_url, turns, ready)))
+    with without_gc_pauses():
+        streams = asyncio.run(_read(redis_url, turns, ready))
+    out.send(streams)
 
 
 async def _read(
@@ -254,7 +256,8 @@ def service_run(stack: BenchStack, workers: ProcfileWorkers, n: int) -> Run:
         idle_rss, idle_pss = sampler.idle_memory()
         before = commandstats(stack.redis_url)
         with sampler:
-            starts = asyncio.run(submit_all(turns))
+            with without_gc_pauses():
+                starts = asyncio.run(submit_all(turns))
             if not receive.poll(TIMEOUT_SECONDS + READER_START_SECONDS):
                 raise RuntimeError("the reader process sent nothing back")
             streams, reader_cpu = receive.recv()
@@ -300,7 +303,8 @@ def run(args: argparse.Namespace) -> list[Row]:
             for n in sizes:
                 say(f"N={n}: raw httpx")
                 expected_raw = prepare(provider, f"h{n}", n)
-                raw = asyncio.run(raw_run(provider.openai_base, n))
+                with without_gc_pauses():
+                    raw = asyncio.run(raw_run(provider.openai_base, n))
                 say(f"N={n}: through the service")
                 expected = prepare(provider, f"s{n}", n)
                 ours = service_run(stack, workers, n)
