@@ -11,7 +11,9 @@ a tenth (``python -m bench concurrency``).
 That loop shares the interpreter's lock with Celery's consumer thread, which waits for it after
 every socket read (several per task received). At Python's default switch interval (5 ms) a
 busy loop makes each wait up to 5 ms and the consumer takes in only a few dozen tasks a
-second, so a process that streams switches every ``SWITCH_INTERVAL_SECONDS`` instead.
+second, so a process that streams switches every ``SWITCH_INTERVAL_SECONDS`` instead. For the
+same lock, the process's cycle collector runs on the loop just after each flush
+(``workers.collector``), never in the middle of a flush interval.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import uvloop
 from tokenwindow.scripts import AsyncScript
 from tokenwindow.settings import Settings, get_settings
 from tokenwindow.topology import async_redis
+from workers.collector import Collector
 from workers.connections import POOL_WAIT_SECONDS, WORKER_POOL_CONNECTIONS, get_ledger
 from workers.ledger import RENEW_SCRIPT, lua_source, renew_header, script_args
 from workers.publisher import StreamPublisher
@@ -47,6 +50,7 @@ class Engine:
         self.loop = uvloop.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="streams", daemon=True)
         self._thread.start()
+        collector = Collector(self.loop)
         settings = get_settings()
         self.redis = _async_client(settings)
         self.publisher = StreamPublisher(
@@ -54,7 +58,9 @@ class Engine:
             flush_ms=settings.stream_flush_ms,
             maxlen=settings.stream_maxlen,
             direct_url=direct_url(settings),
+            after_flush=collector.collect,
         )
+        collector.start()
 
         self._renew = AsyncScript(self.redis, lua_source(RENEW_SCRIPT))
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio
@@ -115,11 +116,13 @@ class StreamPublisher:
         flush_ms: int,
         maxlen: int,
         direct_url: str | None = None,
+        after_flush: Callable[[], None] | None = None,
     ) -> None:
         """``direct_url`` (see ``workers.resp.direct_url``): flushes are written at once over
         a connection of the publisher's; without it they go through ``client``."""
         self._script = AsyncScript(client, PUBLISH_LUA)
         self._direct_url = direct_url
+        self._after_flush = after_flush
         self._direct: RespConnection | None = None
         self._connecting = asyncio.Lock()
         self._sha = hashlib.sha1(PUBLISH_LUA.encode()).hexdigest()
@@ -172,6 +175,8 @@ class StreamPublisher:
         sent = self._send(calls[0]) if self._direct and self._direct.usable else None
         self._flushes.add(task := asyncio.ensure_future(self._flush(calls, sent, batch, done)))
         task.add_done_callback(self._flushes.discard)
+        if self._after_flush is not None:
+            self._after_flush()
 
     def _send(self, call: Call) -> asyncio.Future[Any]:
         """Write the call now (the direct connection is open)."""
