@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio
 
 from tests.conftest import TEST_REDIS_URL
-from workers.collector import Collector
+from workers.collector import OLD_GROWTH, Collector
 from workers.publisher import StreamPublisher
 
 
@@ -30,10 +30,12 @@ def unreachable_cycle() -> weakref.ref[Node]:
 
 @pytest.fixture
 def automatic_collection_restored() -> Iterator[None]:
+    thresholds = gc.get_threshold()
     gc.collect()
     try:
         yield
     finally:
+        gc.set_threshold(*thresholds)
         gc.enable()
 
 
@@ -51,6 +53,34 @@ def test_collect_frees_cycles_once_the_young_generation_is_due() -> None:
         collector.collect()
         assert cycle() is None
         assert gc.get_count()[0] < len(kept)
+    finally:
+        loop.close()
+
+
+@pytest.mark.usefixtures("automatic_collection_restored")
+def test_a_full_pass_runs_once_the_old_generation_has_grown_by_a_quarter() -> None:
+    """State that comes and goes does not set off the long pass; what piles up does."""
+    gc.set_threshold(10, 2, 2)  # small generations, the same schedule
+    gc.disable()
+    loop = asyncio.new_event_loop()
+    kept: list[list[int]] = []
+
+    def passes(n: int) -> None:
+        for _ in range(n):
+            kept.extend([] for _ in range(11))
+            collector.collect()
+
+    try:
+        collector = Collector(loop)
+        holder = [Node()]
+        cycle = weakref.ref(holder[0])
+        gc.collect(1)  # the cycle moves to the old generation while still reachable
+        holder.clear()
+        passes(50)
+        assert cycle() is not None, "the old generation barely grew: no full pass was due"
+        kept.extend([] for _ in range(int(len(gc.get_objects(2)) * (OLD_GROWTH - 1)) + 1))
+        passes(8)
+        assert cycle() is None
     finally:
         loop.close()
 
