@@ -45,19 +45,16 @@ class Collector:
         counts = gc.get_count()
         if counts[0] <= young:
             return
-        if counts[1] < middle:
-            gc.collect(0)
-            return
-        self._middle_passes += 1
-        if self._middle_passes < old:
-            gc.collect(1)
-            return
-        self._middle_passes = 0
-        if len(gc.get_objects(2)) < self._old_after_full * OLD_GROWTH:
-            gc.collect(1)
-            return
-        gc.collect(2)
-        self._old_after_full = len(gc.get_objects(2))
+        generation = 0 if counts[1] < middle else 1
+        if generation:
+            self._middle_passes += 1
+            if self._middle_passes >= old:
+                self._middle_passes = 0
+                if len(gc.get_objects(2)) >= self._old_after_full * OLD_GROWTH:
+                    generation = 2
+        gc.collect(generation)
+        if generation == 2:
+            self._old_after_full = len(gc.get_objects(2))
 
     def _idle(self) -> None:
         self.collect()
