@@ -6,7 +6,9 @@ coalesced into one ``token`` event, and one call of the publish script
 (``tokenwindow.eventlog.PUBLISH_LUA``) carries every outbox's events of that interval: a
 hundred streams cost one round trip, not a hundred commands to pack and parse. With an interval
 of 0 each delta is its own event, still sent with whatever else is ready in the same loop
-iteration.
+iteration. An outbox has one flush in flight at a time, which keeps its events in order; a
+delta that arrived meanwhile goes out when that flush lands if its own interval is over by
+then, not one interval later.
 
 On a plain Redis the call is written by the flush timer's own callback, over a connection of
 the publisher's (``workers.resp``): at hundreds of streams, waiting for a task to write it cost
@@ -61,8 +63,12 @@ class Outbox:
         self._flushed: asyncio.Future[None] | None = None
         self._first = True
         self._encode_token = TokenEncoder(session_id, turn_id, attempt)
+        self.since = 0.0
+        """Loop time at which the oldest pending event was put."""
 
     def put(self, actions: list[Action]) -> None:
+        if actions and not self._pending:
+            self.since = asyncio.get_running_loop().time()
         for kind, payload in actions:
             last = self._pending[-1] if self._pending else None
             if kind == "token" and last and last[0] == KIND_TOKEN and self._publisher.coalesce:
@@ -130,9 +136,9 @@ class StreamPublisher:
         self._maxlen = maxlen
         self._ready: dict[int, Outbox] = {}
         self._flushes: set[asyncio.Future[None]] = set()
-        self._timer: asyncio.Handle | None = None
-        self._timer_is_soon = False
-        """Whether ``_timer`` flushes on the loop's next turn (else after the interval)."""
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = 0.0
+        """Loop time at which ``_timer`` flushes."""
 
     @property
     def coalesce(self) -> bool:
@@ -143,17 +149,17 @@ class StreamPublisher:
         return Outbox(self, session_id, turn_id, attempt)
 
     def ready(self, outbox: Outbox, *, now: bool = False) -> None:
+        """Flush ``outbox`` at once (``now``), else at most one interval after its oldest
+        pending event was put, even if that event waited for the outbox's previous flush."""
         self._ready[id(outbox)] = outbox
         loop = asyncio.get_running_loop()
-        if now and self._timer is not None and not self._timer_is_soon:
+        due = loop.time() if now or not self.coalesce else outbox.since + self._interval
+        if self._timer is not None:
+            if due >= self._due:
+                return
             self._timer.cancel()
-            self._timer = None
-        if self._timer is None:
-            self._timer_is_soon = now or self._interval == 0
-            if self._timer_is_soon:
-                self._timer = loop.call_soon(self._start_flush)
-            else:
-                self._timer = loop.call_later(self._interval, self._start_flush)
+        self._timer = loop.call_at(due, self._start_flush)
+        self._due = due
 
     def _start_flush(self) -> None:
         """Send every ready outbox that has no flush in flight (one at a time keeps order)."""
