@@ -128,6 +128,10 @@ class Settings(BaseSettings):
     """Deltas of one reply that arrive within this many milliseconds go out as one ``token``
     event, and one Redis round trip carries every stream's events of that interval; 0 publishes
     every delta as its own event."""
+    intake_nice: int = Field(10, ge=0, le=19)
+    """How much lower (a nice increment) than its stream loop a threads-pool LLM worker runs
+    its other threads: Celery's consumer taking turns in and the pool threads running each
+    turn's steps. On a busy machine the replies in flight come first; 0 runs them alike."""
 
     # --- tasks -----------------------------------------------------------------------------
     completion_soft_time_limit: int = Field(240, gt=0)

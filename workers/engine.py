@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import sys
 import threading
 from collections.abc import Coroutine
@@ -99,3 +100,19 @@ def _async_client(settings: Settings) -> redis.asyncio.Redis:
 def get_engine() -> Engine:
     """Built on first use in each worker process (after any fork), never at import time."""
     return Engine()
+
+
+def serve_streams_first(increment: int) -> Engine:
+    """Start this process's engine, then run the calling thread ``increment`` nice lower.
+
+    Called by a threads-pool worker's main thread before it takes in a task. Linux gives each
+    thread its own nice value and a new thread its creator's, so the loop keeps the process's
+    priority while Celery's consumer (the main thread) and every pool thread it starts later
+    run lower: on a machine short of CPU, chunks of replies in flight stop waiting behind new
+    turns' steps, which wait instead. Raising a nice value needs no privilege; on other systems
+    it would lower the loop too, so there it is left alone.
+    """
+    engine = get_engine()
+    if increment and sys.platform == "linux":
+        os.nice(increment)
+    return engine

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from celery import signals
+from celery.concurrency.thread import TaskPool as ThreadTaskPool
 
 from tokenwindow.constants import QUEUE_COMPLETIONS, QUEUE_SUMMARIZATION, TASK_INGEST_TURN
 from tokenwindow.counting import counter_for_encoding
@@ -21,6 +22,7 @@ from tokenwindow.errors import TokenWindowError
 from tokenwindow.models import get_registry
 from tokenwindow.settings import get_settings
 from workers.connections import get_ledger, get_metrics, get_redis
+from workers.engine import serve_streams_first
 from workers.llm import load_litellm
 from workers.logs import configure_logging, safe_fields
 from workers.recovery import RecoverySweep, SweepThread
@@ -60,8 +62,13 @@ def _recovery_sweep(app: Any) -> SweepThread:
     return SweepThread(sweep, interval)
 
 
-def _worker_ready(**_: Any) -> None:
-    """Started once the pool is up: a prefork pool forks its children without this thread."""
+def _worker_ready(sender: Any = None, **_: Any) -> None:
+    """Started once the pool is up: a prefork pool forks its children without this thread.
+    A threads pool serving turns streams them on this process's loop: it starts first, at the
+    process's priority (``serve_streams_first``)."""
+    worker = sender.controller
+    if QUEUE_COMPLETIONS in consumed_queues(worker) and isinstance(worker.pool, ThreadTaskPool):
+        serve_streams_first(get_settings().intake_nice)
     for sweep in _sweeps:
         sweep.start()
 
