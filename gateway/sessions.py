@@ -11,7 +11,6 @@ from gateway.errors import ApiError, json_errors, responses
 from gateway.schemas import SessionSummary
 from gateway.sse import (
     SESSION_EVENTS,
-    STREAM_ID,
     EventStreamResponse,
     openapi_content,
     raw_events,
@@ -20,7 +19,7 @@ from gateway.sse import (
 )
 from gateway.state import GatewayDep
 from gateway.tenants import Caller
-from tokenwindow.constants import SESSION_ID_PATTERN, TURN_ID_PATTERN
+from tokenwindow.constants import SESSION_ID_PATTERN, STREAM_ID_PATTERN, TURN_ID_PATTERN
 
 router = APIRouter(prefix="/sessions", tags=["sessions"], dependencies=[Depends(require_key)])
 
@@ -106,7 +105,7 @@ async def events(
     gateway: GatewayDep,
     caller: CallerDep,
     turn_id: Annotated[str | None, Query(pattern=TURN_ID_PATTERN.pattern)] = None,
-    last_event_id: Annotated[str | None, Query(pattern=STREAM_ID.pattern)] = None,
+    last_event_id: Annotated[str | None, Query(pattern=STREAM_ID_PATTERN.pattern)] = None,
     last_event_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventStreamResponse:
     """Follow a session's events, each with ``id:`` = its stream entry id.

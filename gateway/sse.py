@@ -25,10 +25,10 @@ from starlette.responses import StreamingResponse
 from gateway.errors import API_ERROR, ERROR_REF, ApiError, invalid, turn_failure
 from gateway.schemas import StreamEvent
 from gateway.tenants import Caller
+from tokenwindow.constants import STREAM_ID_PATTERN
 from tokenwindow.errors import TurnFailedError
 from tokenwindow.events import Event, EventType
 
-STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
 """A Redis Stream entry id (``ms-seq``, or ``ms`` alone); ``0`` replays everything kept."""
 
 
@@ -151,7 +151,7 @@ def resume_point(header: str | None, query: str | None) -> str | None:
     """Where a stream resumes: the ``Last-Event-ID`` header (set by reconnecting clients) wins
     over the query parameter of the original URL."""
     cursor = header or query
-    if cursor is not None and not STREAM_ID.fullmatch(cursor):
+    if cursor is not None and not STREAM_ID_PATTERN.fullmatch(cursor):
         raise invalid(
             f"last_event_id: must be a stream entry id like 1700000000000-0, got {cursor!r:.40}"
         )

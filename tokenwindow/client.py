@@ -9,17 +9,19 @@ events for consumers that only want live fan-out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any, Literal, overload
 
 import redis.asyncio
-import redis.exceptions
+import redis.asyncio.cluster
 
 from tokenwindow.constants import (
     LATENCY_KEY,
     METRICS_KEY,
     SESSIONS_INDEX_KEY,
+    STREAM_ID_PATTERN,
     TASK_INGEST_TURN,
     events_stream_key,
     session_key,
@@ -27,9 +29,16 @@ from tokenwindow.constants import (
     transcript_key,
 )
 from tokenwindow.counting import count_request
-from tokenwindow.errors import TokenWindowError, TurnFailedError
+from tokenwindow.errors import InvalidInputError, TokenWindowError, TurnFailedError
 from tokenwindow.eventlog import AsyncEventLog
 from tokenwindow.events import Event, EventType, decode_event, is_terminal
+from tokenwindow.fanin import (
+    RECONNECT_DELAY_SECONDS,
+    UNREACHABLE,
+    Reply,
+    StreamEntry,
+    StreamFanIn,
+)
 from tokenwindow.messages import Message
 from tokenwindow.metrics import active_since, build_snapshot
 from tokenwindow.models import OFFLINE_MODEL, get_registry
@@ -42,12 +51,12 @@ from tokenwindow.settings import Settings, StrategyName, get_settings
 from tokenwindow.topology import async_redis
 
 READ_BLOCK_MS = 1_000
-"""How long one blocking read waits; bounds how quickly a cancelled subscriber notices."""
+"""How long one blocking read waits; bounds how long it outlives the last subscription."""
+READ_COUNT = 500
+"""Entries per stream per read."""
 DEFAULT_TIMEOUT_SECONDS = 300.0
 INDEX_PAGE = 1_000
 """Session ids read per round trip when listing one namespace of the activity index."""
-RECONNECT_DELAY_SECONDS = 0.5
-"""Pause between reads while Redis is unreachable; the subscription's timeout still applies."""
 
 
 class TokenManagementClient:
@@ -68,6 +77,7 @@ class TokenManagementClient:
             ttl_seconds=self.settings.session_ttl_seconds,
         )
         self._producer = TaskProducer.for_settings(self.settings)
+        self._fan_in: StreamFanIn | None = None
 
     async def __aenter__(self) -> TokenManagementClient:
         return self
@@ -76,6 +86,8 @@ class TokenManagementClient:
         await self.close()
 
     async def close(self) -> None:
+        if self._fan_in is not None:
+            await self._fan_in.close()
         await self.redis.aclose()
         self._producer.close()
 
@@ -265,27 +277,50 @@ class TokenManagementClient:
         """
         check_session_id(session_id)
         key = events_stream_key(session_id)
+        if from_id is not None and not STREAM_ID_PATTERN.fullmatch(from_id):
+            raise InvalidInputError(
+                f"from_id: expected a stream entry id such as 1700000000000-0, got {from_id!r}"
+            )
         cursor = from_id or await self.last_event_id(session_id)
         deadline = None if timeout is None else time.monotonic() + timeout
+        async with contextlib.aclosing(self._entries(key, cursor, deadline)) as entries:
+            async for entry_id, fields in entries:
+                event = decode_event(fields["event"], entry_id)
+                if turn_id is not None and event.get("turn_id") != turn_id:
+                    continue
+                yield event
+                if turn_id is not None and stop_after_turn and is_terminal(event):
+                    return
+        raise TimeoutError(f"no terminal event for session {session_id} within {timeout} s")
+
+    def _entries(
+        self, key: str, cursor: str, deadline: float | None
+    ) -> AsyncGenerator[StreamEntry, None]:
+        """Entries of one stream after ``cursor``: through the client's shared read, or on
+        Redis Cluster through a read of their own (one read may name keys of one slot)."""
+        if isinstance(self.redis, redis.asyncio.cluster.RedisCluster):
+            return self._read_alone(key, cursor, deadline)
+        loop = asyncio.get_running_loop()
+        if self._fan_in is None or self._fan_in.loop is not loop:
+            self._fan_in = StreamFanIn(self.redis, block_ms=READ_BLOCK_MS, count=READ_COUNT)
+        return self._fan_in.follow(key, cursor, deadline)
+
+    async def _read_alone(
+        self, key: str, cursor: str, deadline: float | None
+    ) -> AsyncGenerator[StreamEntry, None]:
         while deadline is None or time.monotonic() < deadline:
             try:
-                reply: list[tuple[str, list[tuple[str, dict[str, str]]]]] = await self.redis.xread(
-                    {key: cursor}, block=READ_BLOCK_MS, count=500
+                reply: Reply = await self.redis.xread(
+                    {key: cursor}, block=READ_BLOCK_MS, count=READ_COUNT
                 )  # type: ignore[assignment]
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            except UNREACHABLE:
                 # Redis is restarting or unreachable: the cursor resumes exactly where we were.
                 await asyncio.sleep(RECONNECT_DELAY_SECONDS)
                 continue
             for _, entries in reply:
-                for entry_id, fields in entries:
-                    cursor = entry_id
-                    event = decode_event(fields["event"], entry_id)
-                    if turn_id is not None and event.get("turn_id") != turn_id:
-                        continue
-                    yield event
-                    if turn_id is not None and stop_after_turn and is_terminal(event):
-                        return
-        raise TimeoutError(f"no terminal event for session {session_id} within {timeout} s")
+                for entry in entries:
+                    cursor = entry[0]
+                    yield entry
 
     # --- sessions --------------------------------------------------------------------------
     async def get_session(self, session_id: str) -> dict[str, Any] | None:

@@ -13,6 +13,8 @@ KEY_PREFIX = "tw"
 SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 """Session ids become part of key and channel names: no glob characters, separators or spaces."""
 TURN_ID_PATTERN = SESSION_ID_PATTERN
+STREAM_ID_PATTERN = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+"""A Redis Stream entry id (``1700000000000-0``), where a subscriber resumes."""
 
 
 def _session_tag(session_id: str) -> str:
@@ -87,6 +89,13 @@ RECOVERY_KEY = f"{KEY_PREFIX}:recovery"
 Every ingest adds its session (keeping the earlier time); the sweep moves or removes it."""
 LATENCY_KEY = f"{KEY_PREFIX}:latency"
 """Hash of histogram buckets for queue-to-first-token latency."""
+
+
+def doorbell_key(client_id: str) -> str:
+    """Stream of one entry: a client's subscriptions share one blocking read that names it, and
+    a new subscription adds to it to end that read at once (``tokenwindow.fanin``)."""
+    return f"{KEY_PREFIX}:doorbell:{client_id}"
+
 
 TASK_INGEST_TURN = "tokenwindow.ingest_turn"
 TASK_COMPLETE_TURN = "tokenwindow.complete_turn"
