@@ -57,42 +57,40 @@ class _Follower:
         self.backlog: deque[StreamEntry] = deque()
         self.lagging = False
         """The backlog filled up: the shared read leaves this one out until it caught up."""
+        self.expired = False
         self.error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
 
-    def feed(self, entries: list[StreamEntry]) -> None:
-        """Take ``entries`` (read from at most this cursor on) that are newer than it."""
-        for entry in entries:
-            order = _order(entry[0])
-            if order <= self.after:
-                continue
-            if len(self.backlog) >= BACKLOG:
-                self.lagging = True
-                break
-            self.backlog.append(entry)
-            self.cursor, self.after = entry[0], order
-        self._wake()
+    def feed(self, entries: list[StreamEntry], since: Order) -> None:
+        """Take ``entries``, read after ``since`` (at most this cursor), that are newer."""
+        if since != self.after:
+            entries = [e for e in entries if _order(e[0]) > self.after]
+        room = BACKLOG - len(self.backlog)
+        if len(entries) > room:
+            entries, self.lagging = entries[:room], True
+        if entries:
+            self.backlog.extend(entries)
+            self.cursor = entries[-1][0]
+            self.after = _order(self.cursor)
+            self._wake()
 
     def fail(self, error: BaseException) -> None:
         self.error = error
+        self._wake()
+
+    def expire(self) -> None:
+        self.expired = True
         self._wake()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def wait(self, deadline: float | None) -> bool:
-        """Wait to be fed or failed; False once ``deadline`` (``time.monotonic``) passed."""
+    async def wait(self) -> None:
+        """Until fed, failed or expired."""
         self._waiter = asyncio.get_running_loop().create_future()
         try:
-            if deadline is None:
-                await self._waiter
-                return True
-            async with asyncio.timeout(deadline - time.monotonic()):
-                await self._waiter
-            return True
-        except TimeoutError:
-            return False
+            await self._waiter
         finally:
             self._waiter = None
 
@@ -118,6 +116,9 @@ class StreamFanIn:
         """Entries of stream ``key`` after ``cursor``, in order, until ``deadline`` passes."""
         follower = _Follower(cursor)
         self._followers.setdefault(key, []).append(follower)
+        expiry = None
+        if deadline is not None:  # one timer per subscription, not one per wait
+            expiry = self.loop.call_later(deadline - time.monotonic(), follower.expire)
         try:
             await self._serve(key, follower)
             while True:
@@ -125,11 +126,15 @@ class StreamFanIn:
                     yield follower.backlog.popleft()
                 if follower.error is not None:
                     raise follower.error
+                if follower.expired:
+                    return
                 if follower.lagging:
                     await self._catch_up(key, follower)
-                elif not await follower.wait(deadline):
-                    return
+                else:
+                    await follower.wait()
         finally:
+            if expiry is not None:
+                expiry.cancel()
             self._followers[key].remove(follower)
             if not self._followers[key]:
                 del self._followers[key]
@@ -171,7 +176,7 @@ class StreamFanIn:
             return
         read = 0
         for _, entries in reply:
-            follower.feed(entries)
+            follower.feed(entries, follower.after)
             read = len(entries)
         if read < self._count:
             follower.lagging = False
@@ -206,7 +211,7 @@ class StreamFanIn:
                     for follower in self._followers.get(key, ()):
                         # A follower behind the read's cursor would miss what lies between.
                         if not follower.lagging and follower.after >= since:
-                            follower.feed(entries)
+                            follower.feed(entries, since)
         except Exception as exc:  # Redis refused the read: every subscription hears why
             self._fail_all(exc)
         except asyncio.CancelledError:
