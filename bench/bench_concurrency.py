@@ -4,8 +4,11 @@
 fake OpenAI server (its own process) that streams every reply as exactly 50 chunks, 20 ms
 apart: first N concurrent streams read by a plain ``httpx.AsyncClient``, then N turns, one per
 fresh session, submitted at once through ``TokenManagementClient`` from this process and read
-back by one ``client.subscribe`` per session, on one client in a reader process of its own. The
-service runs as the Procfile's worker lines, as written, on a private redis-server.
+back in a reader process of its own with one plain ``XREAD`` over every session's stream, as a
+consumer in any language reads the documented keys (the cheapest reader, so that it takes as
+little as it can of the two cores the service under test runs on; ``python -m bench
+subscribers`` compares it with ``client.subscribe``). The service runs as the Procfile's worker
+lines, as written, on a private redis-server.
 
 Figures: wall time (first submit to last ``turn_completed``), turn latency (submit to
 ``turn_completed`` as the subscriber sees it), added delay (the fake records when each chunk
@@ -34,6 +37,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 
 import httpx
+import redis.asyncio
 
 from bench.procfile import ProcfileWorkers
 from bench.proctree import TreeSampler
@@ -45,7 +49,8 @@ from tests.fakes.behaviour import split_words
 from tests.fakes.specs import FAKE_KEY
 from tests.redis_server import RedisServer, commandstats
 from tokenwindow.client import TokenManagementClient
-from tokenwindow.events import EventType, is_terminal
+from tokenwindow.constants import events_stream_key
+from tokenwindow.events import EventType, decode_event, is_terminal
 
 SIZES = (1, 100, 200, 500)
 QUICK_SIZES = (1, 100)
@@ -55,8 +60,6 @@ WARM_UP_TURNS = 8
 """Two per LLM pool process as shipped, so every process has loaded litellm before timing."""
 TIMEOUT_SECONDS = 900.0
 READER_START_SECONDS = 60.0
-SUBSCRIBE_SECONDS = 0.5
-"""The reader's subscriptions are all in its shared read well before the first turn is sent."""
 WALL_GOAL = 1.5
 RSS_GOAL_BYTES = 1.5e9
 DELAY_GOAL_SECONDS = 0.050
@@ -169,32 +172,48 @@ def read_turns(redis_url: str, turns: dict[str, str], ready: Event, out: Connect
 async def _read(
     redis_url: str, turns: dict[str, str], ready: Event
 ) -> tuple[dict[str, Stream], float]:
-    """One ``client.subscribe`` per session, all on one client, as a consumer would read."""
+    """One XREAD over all the sessions' streams at once, so reading costs little per event.
+
+    ``client.subscribe`` shares one read among its subscriptions too, but decodes and hands on
+    each event: about twice this reader's CPU per event (``python -m bench subscribers``), which
+    on two cores comes out of the service's share. The stream key and entry format are the
+    README's contract for consumers (``events_stream_key``, field ``event``).
+    """
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    sessions = {events_stream_key(sid): sid for sid in turns}
+    cursors = dict.fromkeys(sessions, "0")
     streams = {sid: Stream(0.0, 0.0, []) for sid in turns}
-    async with TokenManagementClient(redis_url) as client:
-
-        async def follow(sid: str) -> None:
-            stream = streams[sid]
-            try:
-                async for event in client.subscribe(
-                    sid, "0", turn_id=turns[sid], timeout=TIMEOUT_SECONDS
-                ):
-                    now = time.time()
+    cpu = time.process_time()
+    deadline = time.monotonic() + TIMEOUT_SECONDS
+    ready.set()
+    try:
+        while cursors and time.monotonic() < deadline:
+            reply: list[tuple[str, list[tuple[str, dict[str, str]]]]] = await client.xread(
+                cursors,  # type: ignore[arg-type]
+                block=1_000,
+                count=1_000,
+            )  # type: ignore[assignment]
+            now = time.time()
+            for key, entries in reply:
+                sid = sessions[key]
+                for entry_id, fields in entries:
+                    cursors[key] = entry_id
+                    event = decode_event(fields["event"], entry_id)
+                    if event.get("turn_id") != turns[sid]:
+                        continue
                     if event["type"] == EventType.TOKEN:
-                        stream.received.append((now, event["text"]))
+                        streams[sid].received.append((now, event["text"]))
                     elif is_terminal(event):
-                        stream.end = now
+                        streams[sid].end = now
                         if event["type"] == EventType.TURN_FAILED:
-                            stream.failure = f"{event.get('code')}: {event.get('message')}"
-            except TimeoutError:
-                stream.failure = f"no terminal event in {TIMEOUT_SECONDS:.0f} s"
-
-        cpu = time.process_time()
-        followers = asyncio.gather(*(follow(sid) for sid in turns))
-        await asyncio.sleep(SUBSCRIBE_SECONDS)
-        ready.set()
-        await followers
-        return streams, time.process_time() - cpu
+                            streams[sid].failure = f"{event.get('code')}: {event.get('message')}"
+                        del cursors[key]
+                        break
+    finally:
+        await client.aclose()
+    for key in cursors:
+        streams[sessions[key]].failure = f"no terminal event in {TIMEOUT_SECONDS:.0f} s"
+    return streams, time.process_time() - cpu
 
 
 async def submit_all(turns: dict[str, str]) -> dict[str, float]:
