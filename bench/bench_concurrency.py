@@ -44,6 +44,7 @@ from bench.proctree import TreeSampler
 from bench.report import Row
 from bench.stack import MODEL, BenchStack
 from bench.stats import ms, percentile, without_gc_pauses
+from bench.streams import read_all
 from tests.fakes import FakeProviderProcess
 from tests.fakes.behaviour import split_words
 from tests.fakes.specs import FAKE_KEY
@@ -184,31 +185,21 @@ async def _read(
     cursors = dict.fromkeys(sessions, "0")
     streams = {sid: Stream(0.0, 0.0, []) for sid in turns}
     cpu = time.process_time()
-    deadline = time.monotonic() + TIMEOUT_SECONDS
     ready.set()
     try:
-        while cursors and time.monotonic() < deadline:
-            reply: list[tuple[str, list[tuple[str, dict[str, str]]]]] = await client.xread(
-                cursors,  # type: ignore[arg-type]
-                block=1_000,
-                count=1_000,
-            )  # type: ignore[assignment]
-            now = time.time()
-            for key, entries in reply:
-                sid = sessions[key]
-                for entry_id, fields in entries:
-                    cursors[key] = entry_id
-                    event = decode_event(fields["event"], entry_id)
-                    if event.get("turn_id") != turns[sid]:
-                        continue
-                    if event["type"] == EventType.TOKEN:
-                        streams[sid].received.append((now, event["text"]))
-                    elif is_terminal(event):
-                        streams[sid].end = now
-                        if event["type"] == EventType.TURN_FAILED:
-                            streams[sid].failure = f"{event.get('code')}: {event.get('message')}"
-                        del cursors[key]
-                        break
+        deadline = time.monotonic() + TIMEOUT_SECONDS
+        async for now, key, entry_id, fields in read_all(client, cursors, deadline):
+            sid = sessions[key]
+            event = decode_event(fields["event"], entry_id)
+            if event.get("turn_id") != turns[sid]:
+                continue
+            if event["type"] == EventType.TOKEN:
+                streams[sid].received.append((now, event["text"]))
+            elif is_terminal(event):
+                streams[sid].end = now
+                if event["type"] == EventType.TURN_FAILED:
+                    streams[sid].failure = f"{event.get('code')}: {event.get('message')}"
+                del cursors[key]
     finally:
         await client.aclose()
     for key in cursors:

@@ -30,6 +30,7 @@ import redis.asyncio
 
 from bench.report import Row
 from bench.stats import ms, percentile, without_gc_pauses
+from bench.streams import read_all
 from tests.redis_server import RedisServer
 from tokenwindow.client import TokenManagementClient
 from tokenwindow.constants import events_stream_key
@@ -121,19 +122,12 @@ async def read_all_at_once(url: str, sessions: list[str]) -> list[float]:
     left = dict.fromkeys(cursors, FLUSHES)
     out: list[float] = []
     try:
-        while left:
-            reply: Any = await client.xread(
-                {k: cursors[k] for k in left},  # type: ignore[misc]
-                block=1_000,
-                count=500,
-            )
-            for key, entries in reply:
-                for entry_id, fields in entries:
-                    cursors[key] = entry_id
-                    out.append(time.time() - json.loads(fields["event"])["ts"])
-                left[key] -= len(entries)
-                if left[key] <= 0:
-                    del left[key]
+        deadline = time.monotonic() + START_SECONDS
+        async for arrival, key, _, fields in read_all(client, cursors, deadline):
+            out.append(arrival - json.loads(fields["event"])["ts"])
+            left[key] -= 1
+            if not left[key]:
+                del cursors[key]
         return out
     finally:
         await client.aclose()
