@@ -29,8 +29,6 @@ from tokenwindow.constants import STREAM_ID_PATTERN
 from tokenwindow.errors import TurnFailedError
 from tokenwindow.events import Event, EventType
 
-"""A Redis Stream entry id (``ms-seq``, or ``ms`` alone); ``0`` replays everything kept."""
-
 
 def openapi_content(data: dict[str, Any], description: str) -> dict[str, Any]:
     """OpenAPI ``content`` of an event stream; ``data`` describes each event's data field."""

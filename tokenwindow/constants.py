@@ -14,7 +14,8 @@ SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 """Session ids become part of key and channel names: no glob characters, separators or spaces."""
 TURN_ID_PATTERN = SESSION_ID_PATTERN
 STREAM_ID_PATTERN = re.compile(r"^\d{1,20}(-\d{1,20})?$")
-"""A Redis Stream entry id (``1700000000000-0``), where a subscriber resumes."""
+"""A Redis Stream entry id (``ms-seq``, or ``ms`` alone), where a subscriber resumes; ``0``
+replays everything kept."""
 
 
 def _session_tag(session_id: str) -> str:
