@@ -97,40 +97,33 @@ async def read_per_subscription(url: str, sessions: list[str]) -> list[float]:
     client = redis.asyncio.Redis.from_url(
         url, decode_responses=True, max_connections=len(sessions) + 1
     )
-
-    async def one(session_id: str) -> list[float]:
-        cursor, out = "0", []
-        while len(out) < FLUSHES:
-            reply: Any = await client.xread(
-                {events_stream_key(session_id): cursor}, block=1_000, count=500
-            )
-            for _, entries in reply:
-                for entry_id, fields in entries:
-                    cursor = entry_id
-                    out.append(time.time() - json.loads(fields["event"])["ts"])
-        return out
-
+    deadline = time.monotonic() + START_SECONDS
     try:
-        return _joined(await asyncio.gather(*(one(s) for s in sessions)))
+        parts = [_delays(client, [s], deadline) for s in sessions]
+        return _joined(await asyncio.gather(*parts))
     finally:
         await client.aclose()
 
 
 async def read_all_at_once(url: str, sessions: list[str]) -> list[float]:
     client = redis.asyncio.Redis.from_url(url, decode_responses=True)
+    try:
+        return await _delays(client, sessions, time.monotonic() + START_SECONDS)
+    finally:
+        await client.aclose()
+
+
+async def _delays(client: redis.asyncio.Redis, sessions: list[str], deadline: float) -> list[float]:
+    """FLUSHES events of each session, read with one plain XREAD at a time over all of them."""
     cursors = {events_stream_key(s): "0" for s in sessions}
     left = dict.fromkeys(cursors, FLUSHES)
     out: list[float] = []
-    try:
-        deadline = time.monotonic() + START_SECONDS
-        async for arrival, key, _, fields in read_all(client, cursors, deadline):
-            out.append(arrival - json.loads(fields["event"])["ts"])
-            left[key] -= 1
-            if not left[key]:
-                del cursors[key]
-        return out
-    finally:
-        await client.aclose()
+    async for arrival, key, _, fields in read_all(client, cursors, deadline):
+        out.append(arrival - json.loads(fields["event"])["ts"])
+        left[key] -= 1
+        if not left[key]:
+            del cursors[key]
+    return out
 
 
 def _joined(parts: list[list[float]]) -> list[float]:
@@ -192,9 +185,11 @@ def rows(n: int, ours: Case, each: Case, floor: Case) -> list[Row]:
     expected = n * FLUSHES
     note = f"{n} sessions x {FLUSHES} events, a flush every {FLUSH_SECONDS * 1000:.0f} ms"
     out = []
-    for name, case in (("client.subscribe", ours), ("a read per subscription", each)):
+    measured = {"plain XREAD": floor, "client.subscribe": ours, "a read per subscription": each}
+    for name, case in measured.items():
         if case.events != expected:
             raise RuntimeError(f"{name} at N={n}: {case.events} of {expected} events")
+    for name, case in list(measured.items())[1:]:
         out += [
             Row(
                 "subscribers",
