@@ -176,7 +176,7 @@ async def _read(
     """One XREAD over all the sessions' streams at once, so reading costs little per event.
 
     ``client.subscribe`` shares one read among its subscriptions too, but decodes and hands on
-    each event: about twice this reader's CPU per event (``python -m bench subscribers``), which
+    each event: 1.5 to 2 times this reader's CPU per event (``python -m bench subscribers``), which
     on two cores comes out of the service's share. The stream key and entry format are the
     README's contract for consumers (``events_stream_key``, field ``event``).
     """
