@@ -43,6 +43,10 @@ RECONNECT_DELAY_SECONDS = 0.5
 """Pause between reads while Redis is unreachable; every cursor resumes where it was."""
 
 
+def _closed() -> redis.exceptions.ConnectionError:
+    return redis.exceptions.ConnectionError("the client was closed")
+
+
 def _order(entry_id: str) -> Order:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
@@ -109,6 +113,7 @@ class StreamFanIn:
         self._reading: dict[str, str] = {}
         """The blocked read's cursor per stream, while it is blocked."""
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def follow(
         self, key: str, cursor: str, deadline: float | None
@@ -140,14 +145,23 @@ class StreamFanIn:
                 del self._followers[key]
 
     async def close(self) -> None:
-        """Stop reading; a subscription still open fails with ``ConnectionError``."""
+        """Stop reading; a subscription still open fails with ``ConnectionError``.
+
+        The flag ends the read loop even if the cancellation is lost on its way through
+        redis-py: the loop would take what arrives instead for an outage and read again, and
+        ``asyncio.run`` would wait for it forever.
+        """
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._fail_all(_closed())
 
     async def _serve(self, key: str, follower: _Follower) -> None:
         """Have the shared read include ``follower``'s stream from its cursor, now."""
+        if self._closed:
+            raise _closed()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._read())
             return
@@ -184,7 +198,7 @@ class StreamFanIn:
 
     async def _read(self) -> None:
         try:
-            while self._followers:
+            while self._followers and not self._closed:
                 streams = {
                     key: min(cursors, key=_order)
                     for key, followers in self._followers.items()
@@ -214,9 +228,6 @@ class StreamFanIn:
                             follower.feed(entries, since)
         except Exception as exc:  # Redis refused the read: every subscription hears why
             self._fail_all(exc)
-        except asyncio.CancelledError:
-            self._fail_all(redis.exceptions.ConnectionError("the client was closed"))
-            raise
 
     def _fail_all(self, error: BaseException) -> None:
         for followers in self._followers.values():
