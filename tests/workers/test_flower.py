@@ -53,6 +53,17 @@ def start_flower(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
+def stop_at_last(flower: subprocess.Popen[bytes]) -> None:
+    """Clean-up: SIGTERM, then SIGKILL if it has not exited in 15 s, as a process manager
+    would. (The test's own restart checks what a clean exit keeps.)"""
+    flower.terminate()
+    try:
+        flower.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        flower.kill()
+        flower.wait()
+
+
 def wait_until(url: str, found: Callable[[Any], bool]) -> Any:
     """Flower's JSON at ``url`` once ``found`` accepts it."""
     deadline = time.monotonic() + WAIT_SECONDS
@@ -101,6 +112,7 @@ def test_flower_from_the_procfile_needs_auth_shows_the_worker_and_keeps_history(
         wait_until(f"{base}/tasks", lambda body: task_id in (body or {}))
     finally:
         producer.close()
-        flower.terminate()
-        flower.wait(timeout=15)
-        worker.stop()
+        try:
+            stop_at_last(flower)
+        finally:
+            worker.stop()  # a worker left behind would take the next test's tasks
