@@ -74,9 +74,10 @@ async def until(check: Callable[[], Awaitable[bool]]) -> None:
         await asyncio.sleep(0.01)
 
 
-async def blocked_reads(client: TokenManagementClient) -> int:
+async def blocked(client: TokenManagementClient, reads: int) -> bool:
+    """Whether Redis holds exactly ``reads`` blocked reads (this test's server only)."""
     info = await client.redis.info("clients")
-    return int(info["blocked_clients"])
+    return int(info["blocked_clients"]) == reads
 
 
 def test_many_subscriptions_share_one_blocked_read_and_each_gets_its_own_events(url: str) -> None:
@@ -85,7 +86,7 @@ def test_many_subscriptions_share_one_blocked_read_and_each_gets_its_own_events(
     async def scenario(client: TokenManagementClient, log: AsyncEventLog) -> list[list[str]]:
         readers = [asyncio.create_task(take(client.subscribe(s), 3)) for s in sessions]
         await until(lambda: _subscribed(client, len(sessions)))
-        await until(lambda: _is_blocked(client))  # one blocked read, not one per subscription
+        await until(lambda: blocked(client, 1))  # one blocked read, not one per subscription
         for round_ in range(3):
             await asyncio.gather(*(token(log, s, f"{s}/{round_}") for s in sessions))
         return list(await asyncio.gather(*readers))
@@ -107,7 +108,7 @@ def test_a_subscription_made_during_a_blocked_read_is_served_at_once(url: str) -
         shared = StreamFanIn(patient, block_ms=60_000, count=100)
         first = shared.follow(events_stream_key("s-a"), "0", None)
         waiting = asyncio.create_task(anext(first))
-        await until(lambda: _is_blocked(client))
+        await until(lambda: blocked(client, 1))
         later = shared.follow(events_stream_key("s-b"), "0", None)
         arrived = asyncio.create_task(anext(later))
         await until(lambda: _names(shared, "s-b"))
@@ -159,10 +160,6 @@ def test_a_replay_that_joins_while_the_shared_read_is_ahead_misses_nothing(url: 
 
 def _text(raw: str) -> str:
     return str(json.loads(raw)["text"])
-
-
-async def _is_blocked(client: TokenManagementClient) -> bool:
-    return await blocked_reads(client) == 1
 
 
 def test_subscribers_of_one_session_from_different_points_each_get_theirs_once(url: str) -> None:
@@ -233,13 +230,9 @@ def test_the_shared_read_ends_with_its_last_subscription(url: str) -> None:
         await until(lambda: _subscribed(client, 5))
         await asyncio.gather(*(token(log, f"s-end-{i}", "only") for i in range(5)))
         await asyncio.gather(*readers)
-        await until(lambda: _no_blocked_read(client))
+        await until(lambda: blocked(client, 0))
 
     run(url, scenario)
-
-
-async def _no_blocked_read(client: TokenManagementClient) -> bool:
-    return await blocked_reads(client) == 0
 
 
 def test_a_resume_point_that_is_no_entry_id_is_refused_by_name(url: str) -> None:
