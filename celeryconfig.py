@@ -72,6 +72,8 @@ task_annotations = {
 worker_proc_alive_timeout = 60
 """Pool processes load tokenizers and litellm at start (seconds on a busy machine)."""
 worker_send_task_events = True
+worker_consumer = "workers.consumer:Consumer"
+"""Task events for Flower go out in batches, at most every 0.1 s (``workers.consumer``)."""
 task_send_sent_event = True
 worker_hijack_root_logger = False
 worker_cancel_long_running_tasks_on_connection_loss = True

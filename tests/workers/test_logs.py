@@ -184,6 +184,9 @@ def test_real_worker_log_has_no_prompt_text(
     log = wait_for(worker.log_path, f"task_id={sent.id} state=SUCCESS")
     assert "Received unregistered task of type 'tokenwindow.no_such_task'" in log
     assert SECRET not in log
+    # The task's end is one line, ours; Celery's own repeat of it is kept for debug level.
+    assert log.count(f"task_id={sent.id} state=SUCCESS") == 1
+    assert f"[{sent.id}] succeeded in" not in log
 
 
 def wait_for(path: Path, text: str, timeout: float = 30.0) -> str:
@@ -195,6 +198,22 @@ def wait_for(path: Path, text: str, timeout: float = 30.0) -> str:
             return log
         time.sleep(0.1)
     raise AssertionError(f"{text!r} not in the worker log:\n{log}")
+
+
+def test_celerys_own_task_lines_are_kept_for_debug_level() -> None:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    trace = logging.getLogger(CELERY_TRACE_LOGGER)
+    try:
+        configure_logging("INFO")
+        assert not trace.isEnabledFor(logging.INFO)
+        assert trace.isEnabledFor(logging.ERROR), "task failures are still Celery's to log"
+        configure_logging(logging.DEBUG)
+        assert trace.isEnabledFor(logging.INFO)
+    finally:
+        configure_logging("INFO")
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
 
 
 def test_the_workers_l_flag_wins_over_log_level(monkeypatch: pytest.MonkeyPatch) -> None:
