@@ -32,7 +32,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 
@@ -84,6 +84,9 @@ class Stream:
     end: float
     received: list[tuple[float, str]]
     failure: str | None = None
+    stamped: list[float] = field(default_factory=list)
+    """Through the service: each received event's ``ts``, stamped when the worker's flush took
+    it, so a chunk's delay splits into provider to flush and flush to reader."""
 
     @property
     def text(self) -> str:
@@ -125,6 +128,17 @@ class Run:
                         raise RuntimeError(f"received {piece!r}, which the provider never sent")
                     out.append(at - sent[piece])
         return out
+
+    def legs(self, sent: dict[str, float]) -> tuple[list[float], list[float]]:
+        """Each chunk's delay split at its event's stamp: (provider to the worker's flush,
+        flush to the reader)."""
+        to_flush, to_reader = [], []
+        for stream in self.streams:
+            for (at, text), stamp in zip(stream.received, stream.stamped, strict=True):
+                for piece in split_words(text):
+                    to_flush.append(stamp - sent[piece])
+                    to_reader.append(at - stamp)
+        return to_flush, to_reader
 
 
 def sent_times(provider: FakeProviderProcess) -> dict[str, float]:
@@ -195,6 +209,7 @@ async def _read(
                 continue
             if event["type"] == EventType.TOKEN:
                 streams[sid].received.append((now, event["text"]))
+                streams[sid].stamped.append(event["ts"])
             elif is_terminal(event):
                 streams[sid].end = now
                 if event["type"] == EventType.TURN_FAILED:
@@ -327,6 +342,7 @@ def rows(n: int, ours: Run, raw: Run, sent: dict[str, float], exact: tuple[int, 
     per_turn = ours.commands.total() / n
     top = ", ".join(f"{name} {calls / n:.1f}" for name, calls in ours.commands.most_common(4))
     ours_delay, raw_delay = percentile(ours.delays(sent), 99), percentile(raw.delays(sent), 99)
+    to_flush, to_reader = ours.legs(sent)
     out = [
         Row(
             "concurrency",
@@ -366,7 +382,8 @@ def rows(n: int, ours: Run, raw: Run, sent: dict[str, float], exact: tuple[int, 
             f"{ms(raw_delay)} raw httpx",
             f"{ours_delay / raw_delay:.1f}x" if raw_delay > 0 else "-",
             f"provider chunk sent to reader receipt; goal <= {ms(DELAY_GOAL_SECONDS)}; "
-            f"median {ms(statistics.median(ours.delays(sent)))}",
+            f"median {ms(statistics.median(ours.delays(sent)))}; p99 to the worker's flush "
+            f"{ms(percentile(to_flush, 99))}, flush to reader {ms(percentile(to_reader, 99))}",
         ),
         Row(
             "concurrency",
