@@ -25,6 +25,8 @@ SEND_GAP_SECONDS = 0.02
 """Tasks arrive one by one, so that every event would otherwise be a publish of its own."""
 WAIT_SECONDS = 60.0
 TASK_EVENTS = ("task-received", "task-started", "task-succeeded")
+CELERY_BUFFER_LIMIT = 24
+"""Celery's event dispatcher publishes a buffer this full at once, whatever the clock says."""
 
 
 def task_events(message: dict[str, Any]) -> list[dict[str, Any]]:
@@ -80,6 +82,8 @@ def test_every_task_event_arrives_and_they_go_out_in_batches(
     elapsed = time.monotonic() - started
     missing = {t: set(TASK_EVENTS) - seen[t] for t in sent if seen[t] != set(TASK_EVENTS)}
     assert not missing, f"events never published: {missing}"
-    # One event at a time would be three publishes per task; the clock allows one per interval.
-    assert publishes <= elapsed / EVENT_FLUSH_SECONDS + 2, (publishes, elapsed)
+    # One event at a time would be three publishes per task; the clock allows one per interval
+    # (and Celery one per full buffer, should a slow worker let events pile up).
+    allowed = elapsed / EVENT_FLUSH_SECONDS + len(sent) * len(TASK_EVENTS) / CELERY_BUFFER_LIMIT
+    assert publishes <= allowed + 2, (publishes, elapsed)
     assert publishes < TASKS, "several tasks' events share a publish"
