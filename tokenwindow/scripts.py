@@ -72,6 +72,38 @@ class SyncScript:
             raise result
         return result
 
+    def many(self, calls: Sequence[tuple[Sequence[str], Args, Along | None]]) -> list[Any]:
+        """Many calls, each after its own ``along`` commands, in one round trip (one per call
+        on Redis Cluster). Results in order; a call that failed in Redis has its error in its
+        place, so one bad key does not hide the other results. Connection errors are raised."""
+        if isinstance(self.client, redis.cluster.RedisCluster):
+            return [self._returning_error(keys, args, along) for keys, args, along in calls]
+        sha = self._sha or self._load()
+        pipe = self.client.pipeline(transaction=False)
+        at: list[int] = []
+        for keys, args, along in calls:
+            if along is not None:
+                along(pipe)
+            at.append(len(pipe))
+            pipe.evalsha(sha, len(keys), *keys, *args)
+        replies = pipe.execute(raise_on_error=False)
+        results = [replies[i] for i in at]
+        if missing := [n for n, result in enumerate(results) if _is_noscript(result)]:
+            sha = self._load()
+            pipe = self.client.pipeline(transaction=False)
+            for n in missing:
+                keys, args, _ = calls[n]
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            for n, result in zip(missing, pipe.execute(raise_on_error=False), strict=True):
+                results[n] = result
+        return results
+
+    def _returning_error(self, keys: Sequence[str], args: Args, along: Along | None) -> Any:
+        try:
+            return self(keys, args, along=along)
+        except redis.exceptions.ResponseError as exc:
+            return exc
+
     def _pipelined(self, commands: Along | None) -> None:
         if commands is not None:
             pipe = self.client.pipeline(transaction=False)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -268,14 +268,25 @@ class Ledger:
         return Outcome.parse(self._run("ingest", session_id, header, *batch, then=watch))
 
     # --- recovery --------------------------------------------------------------------------
-    def recover(self, session_id: str) -> Outcome:
-        """Look at the session's head turn for the recovery sweep (see ``workers/lua/recover``):
-        ``resend`` carries the task request to send again; ``wait`` when to look again."""
+    def recover(
+        self, session_ids: Sequence[str], *, before: Callable[[str], Along] | None = None
+    ) -> list[Outcome | redis.exceptions.ResponseError]:
+        """Look at each session's head turn for the recovery sweep (see
+        ``workers/lua/recover``), all in one round trip, each look after the session's
+        ``before`` commands: ``resend`` carries the task request to send again; ``wait`` when
+        to look again. A session whose look failed in Redis has the error in its place."""
         header = {
             "grace": self.limits.recovery_grace_seconds,
             "max_resends": MAX_RESENDS,
         }
-        return Outcome.parse(self._run("recover", session_id, header))
+        calls = [
+            (*script_args(sid, self.limits, header), before(sid) if before else None)
+            for sid in session_ids
+        ]
+        return [
+            reply if isinstance(reply, redis.exceptions.ResponseError) else Outcome.parse(reply)
+            for reply in self._scripts["recover"].many(calls)
+        ]
 
     # --- moves between live states ---------------------------------------------------------
     def compress_first(self, session_id: str, turn_id: str) -> Outcome:

@@ -25,6 +25,7 @@ from kombu.exceptions import OperationalError
 
 from tokenwindow.constants import RECOVERY_KEY
 from tokenwindow.metrics import MetricsRecorder
+from tokenwindow.scripts import Along
 from tokenwindow.sessions import text_of_reply
 from workers.ledger import Ledger, Outcome
 
@@ -51,18 +52,7 @@ class RecoverySweep:
         """Look at every session due now; return how many turns were sent again."""
         resent, now = 0, time.time()
         while due := self._due(now):
-            for session_id in due:
-                try:
-                    resent += self._look(session_id)
-                except UNREACHABLE:
-                    raise
-                except Exception:  # one broken session must not stop the sweep of the others
-                    log.exception(
-                        "recovery sweep could not look at a session",
-                        extra={"fields": {"session_id": session_id}},
-                    )
-                    later = now + self.ledger.limits.recovery_grace_seconds
-                    self.redis.zadd(RECOVERY_KEY, {session_id: later})
+            resent += self._sweep(due, now)
         return resent
 
     def _due(self, now: float) -> list[str]:
@@ -71,19 +61,37 @@ class RecoverySweep:
         )
         return [text_of_reply(raw) for raw in due]
 
-    def _look(self, session_id: str) -> bool:
-        out = self.ledger.recover(session_id)
-        if out.outcome in STOP_WATCHING:
-            self._report_given_up(session_id, out)
-            self.redis.zrem(RECOVERY_KEY, session_id)
-            # An ingest that ran between the look and the removal watches the session again
-            # only if it ran before this second look: see ``Ledger.ingest``.
-            out = self.ledger.recover(session_id)
-            if out.outcome in STOP_WATCHING:
-                return False
-        self.redis.zadd(RECOVERY_KEY, {session_id: float(out.data["at"])})
-        if out.outcome != "resend":
-            return False
+    def _sweep(self, due: list[str], now: float) -> int:
+        """One batch in three round trips, however many sessions it holds: every first look;
+        for the idle ones, the removal from the index and a second look (an ingest that ran
+        between the two is seen by the second); then when to look at the rest again."""
+        looks = dict(zip(due, self.ledger.recover(due), strict=True))
+        idle = [sid for sid, out in looks.items() if _stops(out)]
+        for sid in idle:
+            self._report_given_up(sid, looks[sid])
+        second = self.ledger.recover(idle, before=_unwatch)
+        looks.update((sid, out) for sid, out in zip(idle, second, strict=True) if not _stops(out))
+        later: dict[str, float] = {}
+        resend: list[tuple[str, Outcome]] = []
+        for sid, out in looks.items():
+            if isinstance(out, Exception):  # one broken session must not stop the others
+                log.error(
+                    "recovery sweep could not look at a session",
+                    exc_info=out,
+                    extra={"fields": {"session_id": sid}},
+                )
+                later[sid] = now + self.ledger.limits.recovery_grace_seconds
+            elif not _stops(out):
+                later[sid] = float(out.data["at"])
+                if out.outcome == "resend":
+                    resend.append((sid, out))
+        if later:
+            self.redis.zadd(RECOVERY_KEY, later)
+        for sid, out in resend:
+            self._resend(sid, out)
+        return len(resend)
+
+    def _resend(self, session_id: str, out: Outcome) -> None:
         self.send(_request(out))
         self.metrics.incr("turns_resent")
         log.warning(
@@ -96,15 +104,26 @@ class RecoverySweep:
                 }
             },
         )
-        return True
 
     @staticmethod
-    def _report_given_up(session_id: str, out: Outcome) -> None:
-        if out.outcome == "given_up":
+    def _report_given_up(session_id: str, out: Outcome | Exception) -> None:
+        if isinstance(out, Outcome) and out.outcome == "given_up":
             log.warning(
                 "a stalled turn was sent again too often; the next arrival evicts it",
                 extra={"fields": {"session_id": session_id, "turn_id": out.data["turn_id"]}},
             )
+
+
+def _stops(out: Outcome | Exception) -> bool:
+    """The look says to stop watching the session (not an error: that is looked at again)."""
+    return isinstance(out, Outcome) and out.outcome in STOP_WATCHING
+
+
+def _unwatch(session_id: str) -> Along:
+    def commands(pipe: Any) -> None:
+        pipe.zrem(RECOVERY_KEY, session_id)
+
+    return commands
 
 
 def _request(out: Outcome) -> dict[str, Any]:

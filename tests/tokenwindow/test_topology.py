@@ -26,6 +26,7 @@ from tests.topologies import ClusterTopology, SentinelTopology
 from tokenwindow.client import TokenManagementClient
 from tokenwindow.constants import (
     QUEUES,
+    RECOVERY_KEY,
     SESSIONS_INDEX_KEY,
     events_stream_key,
     session_key,
@@ -33,6 +34,7 @@ from tokenwindow.constants import (
 )
 from tokenwindow.errors import ConfigurationError
 from tokenwindow.events import EventType
+from tokenwindow.metrics import MetricsRecorder
 from tokenwindow.sessions import Entry
 from tokenwindow.settings import Settings, load_settings
 from tokenwindow.topology import (
@@ -42,6 +44,8 @@ from tokenwindow.topology import (
     celery_result_backend,
     sync_redis,
 )
+from workers.ledger import Ledger, Limits
+from workers.recovery import RecoverySweep
 
 TOPOLOGY_VARIABLES = (
     "REDIS_URL",
@@ -302,3 +306,35 @@ def test_a_producer_puts_each_task_on_its_own_queue_only(
     finally:
         producer.close()
     assert {q: redis_client.llen(q) for q in QUEUES} == dict.fromkeys(QUEUES, 1)
+
+
+@pytest.mark.slow
+def test_the_recovery_sweep_on_a_cluster(
+    redis_cluster: ClusterTopology, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sessions live in different slots: the sweep's batched looks go one call per session."""
+    store = sync_redis(settings(monkeypatch, **redis_cluster.env))
+    assert isinstance(store, redis.cluster.RedisCluster)
+    limits = Limits(
+        ttl_seconds=600, maxlen=100, lease_seconds=1, stale_seconds=60, lease_grace_seconds=60
+    )
+    book = Ledger(store, limits)
+    run = uuid.uuid4().hex[:8]
+    lost, idle = [f"lost-{run}-{n}" for n in range(3)], [f"idle-{run}-{n}" for n in range(3)]
+    for sid in lost + idle:
+        message = {"role": "user", "content": "hello"}
+        request = {"session_id": sid, "turn_id": "t"}
+        entry = [Entry(message, 5, "t")]  # type: ignore[arg-type]
+        book.ingest(sid, "t", entry, request=request, model="m", strategy="h", encoding="e")
+        book.begin(sid, "t", "dead-worker")
+    for sid in idle:
+        reply = Entry({"role": "assistant", "content": "hi"}, 3, "t")
+        book.finish(sid, "t", "dead-worker", reply, {})
+    sent: list[dict[str, Any]] = []
+    sweep = RecoverySweep(store, book, MetricsRecorder(store), sent.append)
+    time.sleep(2.2)  # the lost turns' leases ran out a grace period ago
+    assert sweep.sweep() >= len(lost)
+    assert {kwargs["session_id"] for kwargs in sent} >= set(lost)
+    watched = {sid: store.zscore(RECOVERY_KEY, sid) for sid in lost + idle}
+    assert all(watched[sid] is not None for sid in lost), "resent turns are watched again"
+    assert all(watched[sid] is None for sid in idle), "finished sessions are no longer watched"

@@ -173,6 +173,66 @@ def test_many_sessions_are_swept_in_batches(client: redis.Redis, clock: Clock) -
     assert sorted(kwargs["session_id"] for kwargs in sent) == sorted(sessions)
 
 
+def test_a_batch_of_idle_sessions_costs_a_few_round_trips_not_some_per_session(
+    client: redis.Redis, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every session is looked at once after its last turn ends: at 100 finished turns a
+    second that was three round trips each (look, remove, look again) beside the streams."""
+    book = ledger(client, lease_seconds=LEASE)
+    sweep, _ = sweeper(client, book)
+    sessions = [f"s{n}" for n in range(recovery.BATCH * 2 + 50)]
+    for sid in sessions:
+        book.ingest(sid, "t", entries("t", "hi"), request={}, model="m", strategy="h", encoding="e")
+        book.begin(sid, "t", "worker")
+        book.finish(sid, "t", "worker", reply("t", "hello"), {})
+    clock.now += LEASE + 1
+    sends = 0
+    send_packed_command = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: redis.connection.AbstractConnection, *args: Any, **kwargs: Any) -> None:
+        nonlocal sends
+        sends += 1
+        send_packed_command(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    assert sweep.sweep() == 0
+    monkeypatch.setattr(
+        redis.connection.AbstractConnection, "send_packed_command", send_packed_command
+    )
+    assert client.zcard(RECOVERY_KEY) == 0, "nothing live: no session watched any more"
+    batches = 3
+    # Per batch the due list and two looks; then the empty list, and loading the script once.
+    assert sends <= batches * 3 + 2
+
+
+def test_a_turn_ingested_while_its_idle_session_is_unwatched_is_still_watched(
+    client: redis.Redis, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep's first look finds the session idle; a new turn arrives before the sweep
+    takes the session off the index. The second look, after the removal, sees it."""
+    book = ledger(client, lease_seconds=LEASE)
+    sweep, sent = sweeper(client, book)
+    ingest(book, "t1", "hello")
+    book.begin(SID, "t1", "worker")
+    book.finish(SID, "t1", "worker", reply("t1", "hi"), {})
+    clock.now += LEASE + 1
+    first_looks = book.recover
+
+    def look_then_arrive(session_ids: Any, **kwargs: Any) -> Any:
+        looks = first_looks(session_ids, **kwargs)
+        if not kwargs:  # between the first look and the removal
+            ingest(book, "t2", "again")
+        return looks
+
+    monkeypatch.setattr(book, "recover", look_then_arrive)
+    assert sweep.sweep() == 0
+    assert client.zscore(RECOVERY_KEY, SID) == clock.now + LEASE, "due a grace after t2 arrived"
+    monkeypatch.setattr(book, "recover", first_looks)
+    clock.now += LEASE + 1
+    assert sweep.sweep() == 1
+    assert turn_ids(sent) == ["t2"], "the new turn's lost task is sent again"
+
+
 def test_a_broken_session_is_logged_and_the_others_are_still_swept(
     client: redis.Redis, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
