@@ -66,10 +66,10 @@ class RecoverySweep:
         for the idle ones, the removal from the index and a second look (an ingest that ran
         between the two is seen by the second); then when to look at the rest again."""
         looks = dict(zip(due, self.ledger.recover(due), strict=True))
-        idle = [sid for sid, out in looks.items() if _stops(out)]
-        for sid in idle:
-            self._report_given_up(sid, looks[sid])
-        second = self.ledger.recover(idle, before=_unwatch)
+        idle = {sid: out for sid, out in looks.items() if isinstance(out, Outcome) and _stops(out)}
+        for sid, stopped in idle.items():
+            self._report_given_up(sid, stopped)
+        second = self.ledger.recover(list(idle), before=_unwatch)
         looks.update((sid, out) for sid, out in zip(idle, second, strict=True) if not _stops(out))
         later: dict[str, float] = {}
         resend: list[tuple[str, Outcome]] = []
@@ -106,8 +106,8 @@ class RecoverySweep:
         )
 
     @staticmethod
-    def _report_given_up(session_id: str, out: Outcome | Exception) -> None:
-        if isinstance(out, Outcome) and out.outcome == "given_up":
+    def _report_given_up(session_id: str, out: Outcome) -> None:
+        if out.outcome == "given_up":
             log.warning(
                 "a stalled turn was sent again too often; the next arrival evicts it",
                 extra={"fields": {"session_id": session_id, "turn_id": out.data["turn_id"]}},
