@@ -16,6 +16,13 @@ between. A worker on several queues, or on a server older than 6.2, keeps kombu'
 Message priorities are off (one list per queue): the service sends none, and one list is what
 ``BLMOVE`` can wait on.
 
+An ack takes the task off the unacked records: kombu sends it at once, a round trip on the
+consumer's thread per task. In a worker's event loop (Celery's hub) acks wait up to
+``ACK_DELAY_SECONDS`` instead, and go out with the next task's unacked record, in its
+transaction, or together when that time is up. A worker that dies meanwhile has its finished
+tasks delivered again after the visibility timeout, as with a death just before the ack: tasks
+are acked late and are idempotent either way.
+
 The service's processes (celeryconfig) take it for every ``redis://`` and ``rediss://`` URL, so
 logs and Flower still show the URL's own scheme; a producer embedded in another service names it
 for its own app only (``transport_for``) and changes nothing else in that process.
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from queue import Empty
 from typing import Any
@@ -38,6 +46,8 @@ log = logging.getLogger(__name__)
 
 TRANSPORT = "tokenwindow.broker:Transport"
 REDIS_SCHEMES = ("redis", "rediss")
+ACK_DELAY_SECONDS = 0.01
+"""How long an ack may wait for the next unacked record to ride with."""
 INFLIGHT_GRACE_SECONDS = 30.0
 """A live worker records a moved task within milliseconds; one left on an in-flight list this
 long (two sweeps apart) belonged to a worker that died."""
@@ -85,6 +95,12 @@ def use_for_redis_urls() -> None:
 
 
 class QoS(kombu_redis.QoS):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._acks: list[str] = []
+        """Delivery tags acked in memory whose unacked records are still in Redis."""
+        self._acks_lock = threading.Lock()
+
     def append(self, message: Any, delivery_tag: str) -> None:
         moved = self.channel.moved.pop(delivery_tag, None)
         if moved is None:
@@ -97,8 +113,42 @@ class QoS(kombu_redis.QoS):
             pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
             pipe.hset(self.unacked_key, delivery_tag, record)
             pipe.lrem(inflight_key(queue), 1, raw)
+            self._remove_acked(pipe)
             pipe.execute()
         virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
+
+    def ack(self, delivery_tag: str) -> None:
+        """On the hub's thread, the record's removal waits (see the module's docstring)."""
+        hub = self.channel.connection.hub
+        if hub is None or threading.get_ident() != getattr(hub, "_loop_thread", None):
+            super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+            return
+        with self._acks_lock:
+            self._acks.append(delivery_tag)
+            first = len(self._acks) == 1
+        if first:
+            hub.call_later(ACK_DELAY_SECONDS, self.flush_acks)
+        virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+
+    def flush_acks(self) -> None:
+        """Remove the records of every waiting ack now. If Redis cannot be reached, the tasks
+        are delivered again after the visibility timeout, as kombu's failed acks are."""
+        with self.pipe_or_acquire() as pipe:
+            if not self._remove_acked(pipe):
+                return
+            try:
+                pipe.execute()
+            except self.channel.connection_errors as exc:
+                log.warning("acks not recorded", extra={"fields": {"error": repr(exc)}})
+
+    def _remove_acked(self, pipe: Any) -> bool:
+        """Queue the removal of the waiting acks' records on ``pipe``; False if none wait."""
+        with self._acks_lock:
+            tags, self._acks = self._acks, []
+        if tags:
+            pipe.zrem(self.unacked_index_key, *tags)
+            pipe.hdel(self.unacked_key, *tags)
+        return bool(tags)
 
     def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
         super().restore_visible(start, num, interval)  # type: ignore[no-untyped-call]
@@ -173,6 +223,12 @@ class Channel(kombu_redis.Channel):
             self._in_poll = None  # type: ignore[assignment]
             self._flush_brpop_reauth()  # type: ignore[no-untyped-call]
 
+    def close(self) -> None:
+        """Waiting acks go out before kombu puts back what this channel still holds."""
+        if not self.closed and self._qos is not None:
+            self.qos.flush_acks()
+        super().close()  # type: ignore[no-untyped-call]
+
     def restore_inflight(self, grace: float) -> None:
         """Put back tasks whose worker died between moving and recording them."""
         with self.conn_or_acquire() as client:
@@ -190,3 +246,9 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+    hub: Any = None
+    """The event loop consuming through this transport (a Celery worker's), once registered."""
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        super().register_with_event_loop(connection, loop)  # type: ignore[no-untyped-call]
+        self.hub = loop

@@ -14,6 +14,8 @@ SAFE_KWARGS = ("session_id", "turn_id", "model", "strategy", "transcript_id")
 
 CELERY_CONSUMER_LOGGER = "celery.worker.consumer.consumer"
 CELERY_TRACE_LOGGER = "celery.app.trace"
+CELERY_STRATEGY_LOGGER = "celery.worker.strategy"
+"""Writes Celery's ``Task ... received`` line, from the consumer's thread."""
 
 
 class MessageBodyFilter(logging.Filter):
@@ -43,14 +45,17 @@ _BODY_FILTER = MessageBodyFilter()
 def configure_logging(level: int | str, *, log_prompts: bool = False) -> None:
     """The service's logfmt lines at ``level``, with message bodies kept out of Celery's.
 
-    Celery's own per-task info lines (``Task ... succeeded in``, ``retry``) say again what
-    ``task finished`` and ``task retry`` say with the session's ids; they are written at debug
-    level only. A log line costs a turn about 0.1 ms of CPU at 500 concurrent streams.
+    Celery's own per-task info lines (``Task ... received``, ``succeeded in``, ``retry``) say
+    again what ``task started``, ``task finished`` and ``task retry`` say with the session's
+    ids; they are written at debug level only. A log line costs a turn about 0.1 ms of CPU at
+    500 concurrent streams, and the received line is written on the consumer's thread, under
+    the interpreter lock the streams share.
     """
     configure_logfmt(level)
     numeric = logging.getLevelName(level) if isinstance(level, str) else level
     verbose = isinstance(numeric, int) and numeric <= logging.DEBUG
-    logging.getLogger(CELERY_TRACE_LOGGER).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    for name in (CELERY_TRACE_LOGGER, CELERY_STRATEGY_LOGGER):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
     for name in (CELERY_CONSUMER_LOGGER, CELERY_TRACE_LOGGER):
         if log_prompts:
             logging.getLogger(name).removeFilter(_BODY_FILTER)

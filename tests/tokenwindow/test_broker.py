@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import redis
 from kombu import Connection, Exchange, Queue
+from kombu.asynchronous import Hub
 from kombu.transport import redis as kombu_redis
 
 from tests.conftest import TEST_REDIS_URL
@@ -148,3 +149,76 @@ def test_a_server_without_blmove_falls_back_to_brpop() -> None:
                 if received:
                     break
     assert received == [{"n": 5}]
+
+
+@contextlib.contextmanager
+def worker_loop(received: list[Any], connection: Connection) -> Any:
+    """Consume ``QUEUE`` as a Celery worker does: on a kombu hub, acking on its thread."""
+    hub = Hub()
+    connection.transport.register_with_event_loop(connection.connection, hub)
+    with connection.Consumer(QUEUE, callbacks=[lambda body, m: received.append(m)]):
+        yield hub
+    hub.close()
+
+
+def run_until(hub: Hub, done: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "the hub did not get there in time"
+        hub.run_once()
+
+
+def test_in_a_worker_loop_an_ack_rides_with_the_next_tasks_record(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(broker, "ACK_DELAY_SECONDS", 60.0)
+    received: list[Any] = []
+    with (
+        Connection(TEST_REDIS_URL, transport=broker.TRANSPORT) as connection,
+        worker_loop(received, connection) as hub,
+    ):
+        publish(connection, 1)
+        run_until(hub, lambda: received)
+        first = received[0]
+        hub.call_soon(first.ack)
+        run_until(hub, lambda: first.acknowledged)
+        assert redis_client.hexists("unacked", first.delivery_tag)  # waiting for a ride
+        publish(connection, 2)
+        run_until(hub, lambda: len(received) == 2)
+        assert not redis_client.hexists("unacked", first.delivery_tag)
+        assert redis_client.hexists("unacked", received[1].delivery_tag)
+        received[1].ack()
+
+
+def test_in_a_worker_loop_a_waiting_ack_goes_out_on_its_own_when_no_task_comes(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(broker, "ACK_DELAY_SECONDS", 0.05)
+    received: list[Any] = []
+    with (
+        Connection(TEST_REDIS_URL, transport=broker.TRANSPORT) as connection,
+        worker_loop(received, connection) as hub,
+    ):
+        publish(connection, 3)
+        run_until(hub, lambda: received)
+        hub.call_soon(received[0].ack)
+        run_until(hub, lambda: not redis_client.hexists("unacked", received[0].delivery_tag))
+    assert redis_client.zscore("unacked_index", received[0].delivery_tag) is None
+
+
+def test_closing_the_channel_sends_the_waiting_acks(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker shutting down leaves no finished task to be delivered again."""
+    monkeypatch.setattr(broker, "ACK_DELAY_SECONDS", 60.0)
+    received: list[Any] = []
+    with Connection(TEST_REDIS_URL, transport=broker.TRANSPORT) as connection:
+        with worker_loop(received, connection) as hub:
+            publish(connection, 4)
+            run_until(hub, lambda: received)
+            hub.call_soon(received[0].ack)
+            run_until(hub, lambda: received[0].acknowledged)
+            assert redis_client.hexists("unacked", received[0].delivery_tag)
+        connection.default_channel.close()
+    assert not redis_client.hexists("unacked", received[0].delivery_tag)
+    assert redis_client.llen(QUEUE.name) == 0  # not put back on the queue either

@@ -184,9 +184,12 @@ def test_real_worker_log_has_no_prompt_text(
     log = wait_for(worker.log_path, f"task_id={sent.id} state=SUCCESS")
     assert "Received unregistered task of type 'tokenwindow.no_such_task'" in log
     assert SECRET not in log
-    # The task's end is one line, ours; Celery's own repeat of it is kept for debug level.
+    # The task's start and end are one line each, ours; Celery's own repeats of them are kept
+    # for debug level.
+    assert log.count(f'msg="task started" task={TASK_COUNT_TOKENS} task_id={sent.id}') == 1
     assert log.count(f"task_id={sent.id} state=SUCCESS") == 1
     assert f"[{sent.id}] succeeded in" not in log
+    assert f"[{sent.id}] received" not in log
 
 
 def wait_for(path: Path, text: str, timeout: float = 30.0) -> str:
