@@ -64,6 +64,7 @@ from workers.connections import get_events, get_ledger, get_metrics, get_redis, 
 from workers.engine import get_engine
 from workers.ledger import LeaseLostError, Ledger, Outcome, TurnState
 from workers.session_store import WorkingWindow, window_from
+from workers.steps import STEPS
 from workers.streaming import Attempt, Reply, stream_reply
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,7 @@ def _reject(kwargs: dict[str, Any], error: InvalidInputError) -> Failure:
 @app.task(name=TASK_INGEST_TURN, bind=True, max_retries=None, acks_late=True, ignore_result=True)
 def ingest_turn(self: Task, *args: Any, **kwargs: Any) -> None:
     """Move a turn into its session (once per turn id), then answer it or compress first."""
-    with _redis_outage(self, get_settings().completion_soft_time_limit):
+    with _redis_outage(self, get_settings().completion_soft_time_limit), STEPS.held():
         _keep_failure(self, _ingest_turn(self, args, kwargs))
 
 
@@ -278,7 +279,7 @@ def _compress_first(
 @app.task(name=TASK_COMPLETE_TURN, bind=True, max_retries=None, acks_late=True, ignore_result=True)
 def complete_turn(self: Task, **kwargs: Any) -> None:
     """Generate the reply of a turn whose window was compressed first (the hard path)."""
-    with _redis_outage(self, get_settings().completion_soft_time_limit):
+    with _redis_outage(self, get_settings().completion_soft_time_limit), STEPS.held():
         generation = Generation(**kwargs)
         try:
             spec = get_registry().get(generation.model)

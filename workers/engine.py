@@ -40,6 +40,7 @@ from workers.connections import POOL_WAIT_SECONDS, WORKER_POOL_CONNECTIONS, get_
 from workers.ledger import RENEW_SCRIPT, lua_source, renew_header, script_args
 from workers.publisher import StreamPublisher
 from workers.resp import direct_url
+from workers.steps import STEPS
 
 T = TypeVar("T")
 SWITCH_INTERVAL_SECONDS = 0.001
@@ -50,6 +51,7 @@ class Engine:
 
     def __init__(self) -> None:
         sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+        STEPS.open()
         self.loop = uvloop.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="streams", daemon=True)
         self._thread.start()
@@ -80,8 +82,11 @@ class Engine:
                 continue  # the stream's own publishing will fail and retry the turn
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Run ``coroutine`` on the loop and wait for it from the calling (task) thread."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+        """Run ``coroutine`` on the loop and wait for it from the calling (task) thread, out of
+        the step slot."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        with STEPS.waiting():
+            return future.result()
 
 
 def _async_client(settings: Settings) -> redis.asyncio.Redis:
