@@ -6,9 +6,10 @@ thread. They all share the interpreter's lock, and CPython hands that lock to wh
 thread wakes first: in a burst of new turns, with dozens of task threads ready to run, the loop
 waited behind them for tens of milliseconds at a time, and so did every token in the process.
 Here a task thread holds the process's one step slot from its start to its end, and gives it
-up only while its reply streams (``Engine.run``). Threads waiting for the slot sleep without
-asking for the interpreter's lock, so the loop shares it with one task thread (and Celery's
-consumer) at most, and new turns start one after another instead of all at once.
+up only while its reply streams (``Engine.run``); Celery's consumer holds it while it hands a
+received task to the pool (``workers.consumer``). Threads waiting for the slot sleep without
+asking for the interpreter's lock, so the loop shares it with one other thread at most, and
+new turns start one after another instead of all at once.
 
 Giving the slot up during each Redis round trip too was tried: more lock hand-overs, more CPU
 per chunk, and a higher p99 delivery delay at 500 streams than no slot at all
@@ -37,14 +38,15 @@ class StepSlot:
             self._slot = threading.Lock()
 
     @property
-    def _holding(self) -> bool:
+    def holding(self) -> bool:
+        """Whether the calling thread holds the slot."""
         return bool(getattr(self._holder, "holding", False))
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
         """Take the slot for the calling thread (free when it is not open, or already held)."""
         slot = self._slot
-        if slot is None or self._holding:
+        if slot is None or self.holding:
             yield
             return
         with slot:
@@ -58,7 +60,7 @@ class StepSlot:
     def waiting(self) -> Iterator[None]:
         """Give the slot up while the calling thread waits (free when it holds none)."""
         slot = self._slot
-        if slot is None or not self._holding:
+        if slot is None or not self.holding:
             yield
             return
         slot.release()

@@ -1,11 +1,16 @@
-"""The step slot: one task thread at a time runs its steps, none while it waits on a stream."""
+"""The step slot: one thread at a time runs turn steps beside the loop, none while it streams."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 from collections.abc import Callable
+from typing import Any
 
+import pytest
+from celery.worker.consumer import Consumer as CeleryConsumer
+
+from workers.consumer import Consumer
 from workers.engine import get_engine
 from workers.steps import STEPS, StepSlot
 
@@ -70,3 +75,19 @@ def test_a_task_thread_gives_the_slot_up_while_its_reply_streams() -> None:
 
     with STEPS.held():
         assert engine.run(stream()) == ["next turn"]
+
+
+def test_the_consumer_hands_a_received_task_to_the_pool_inside_the_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    get_engine()  # opens the process's slot
+    seen: list[tuple[str, bool]] = []
+
+    def celery_handler(self: Consumer, *args: Any, **kwargs: Any) -> Callable[[str], None]:
+        return lambda message: seen.append((message, STEPS.holding))
+
+    monkeypatch.setattr(CeleryConsumer, "create_task_handler", celery_handler)
+    on_task_received = Consumer.create_task_handler(object.__new__(Consumer))
+    on_task_received("a task")
+    assert seen == [("a task", True)]
+    assert not STEPS.holding
