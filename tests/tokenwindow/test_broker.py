@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -152,7 +153,7 @@ def test_a_server_without_blmove_falls_back_to_brpop() -> None:
 
 
 @contextlib.contextmanager
-def worker_loop(received: list[Any], connection: Connection) -> Any:
+def worker_loop(received: list[Any], connection: Connection) -> Iterator[Hub]:
     """Consume ``QUEUE`` as a Celery worker does: on a kombu hub, acking on its thread."""
     hub = Hub()
     connection.transport.register_with_event_loop(connection.connection, hub)
@@ -168,6 +169,16 @@ def run_until(hub: Hub, done: Any, timeout: float = 5.0) -> None:
         hub.run_once()
 
 
+def ack_on_the_hub(hub: Hub, connection: Connection, received: list[Any], n: int) -> Any:
+    """Publish task ``n``, take it in and ack it on the hub's thread, as Celery does."""
+    publish(connection, n)
+    run_until(hub, lambda: any(m.payload == {"n": n} for m in received))
+    message = received[-1]
+    hub.call_soon(message.ack)
+    run_until(hub, lambda: message.acknowledged)
+    return message
+
+
 def test_in_a_worker_loop_an_ack_rides_with_the_next_tasks_record(
     redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -177,11 +188,7 @@ def test_in_a_worker_loop_an_ack_rides_with_the_next_tasks_record(
         Connection(TEST_REDIS_URL, transport=broker.TRANSPORT) as connection,
         worker_loop(received, connection) as hub,
     ):
-        publish(connection, 1)
-        run_until(hub, lambda: received)
-        first = received[0]
-        hub.call_soon(first.ack)
-        run_until(hub, lambda: first.acknowledged)
+        first = ack_on_the_hub(hub, connection, received, 1)
         assert redis_client.hexists("unacked", first.delivery_tag)  # waiting for a ride
         publish(connection, 2)
         run_until(hub, lambda: len(received) == 2)
@@ -199,11 +206,9 @@ def test_in_a_worker_loop_a_waiting_ack_goes_out_on_its_own_when_no_task_comes(
         Connection(TEST_REDIS_URL, transport=broker.TRANSPORT) as connection,
         worker_loop(received, connection) as hub,
     ):
-        publish(connection, 3)
-        run_until(hub, lambda: received)
-        hub.call_soon(received[0].ack)
-        run_until(hub, lambda: not redis_client.hexists("unacked", received[0].delivery_tag))
-    assert redis_client.zscore("unacked_index", received[0].delivery_tag) is None
+        message = ack_on_the_hub(hub, connection, received, 3)
+        run_until(hub, lambda: not redis_client.hexists("unacked", message.delivery_tag))
+    assert redis_client.zscore("unacked_index", message.delivery_tag) is None
 
 
 def test_closing_the_channel_sends_the_waiting_acks(
@@ -214,11 +219,8 @@ def test_closing_the_channel_sends_the_waiting_acks(
     received: list[Any] = []
     with Connection(TEST_REDIS_URL, transport=broker.TRANSPORT) as connection:
         with worker_loop(received, connection) as hub:
-            publish(connection, 4)
-            run_until(hub, lambda: received)
-            hub.call_soon(received[0].ack)
-            run_until(hub, lambda: received[0].acknowledged)
-            assert redis_client.hexists("unacked", received[0].delivery_tag)
+            message = ack_on_the_hub(hub, connection, received, 4)
+            assert redis_client.hexists("unacked", message.delivery_tag)
         connection.default_channel.close()
-    assert not redis_client.hexists("unacked", received[0].delivery_tag)
+    assert not redis_client.hexists("unacked", message.delivery_tag)
     assert redis_client.llen(QUEUE.name) == 0  # not put back on the queue either
