@@ -153,12 +153,16 @@ def test_a_server_without_blmove_falls_back_to_brpop() -> None:
 
 
 @contextlib.contextmanager
-def worker_loop(received: list[Any], connection: Connection) -> Iterator[Hub]:
+def worker_loop(
+    monkeypatch: pytest.MonkeyPatch, ack_delay: float
+) -> Iterator[tuple[Connection, Hub, list[Any]]]:
     """Consume ``QUEUE`` as a Celery worker does: on a kombu hub, acking on its thread."""
-    hub = Hub()
-    connection.transport.register_with_event_loop(connection.connection, hub)
-    with connection.Consumer(QUEUE, callbacks=[lambda body, m: received.append(m)]):
-        yield hub
+    monkeypatch.setattr(broker, "ACK_DELAY_SECONDS", ack_delay)
+    hub, received = Hub(), list[Any]()
+    with Connection(TEST_REDIS_URL, transport=broker.TRANSPORT) as connection:
+        connection.transport.register_with_event_loop(connection.connection, hub)
+        with connection.Consumer(QUEUE, callbacks=[lambda body, m: received.append(m)]):
+            yield connection, hub, received
     hub.close()
 
 
@@ -182,12 +186,7 @@ def ack_on_the_hub(hub: Hub, connection: Connection, received: list[Any], n: int
 def test_in_a_worker_loop_an_ack_rides_with_the_next_tasks_record(
     redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(broker, "ACK_DELAY_SECONDS", 60.0)
-    received: list[Any] = []
-    with (
-        Connection(TEST_REDIS_URL, transport=broker.TRANSPORT) as connection,
-        worker_loop(received, connection) as hub,
-    ):
+    with worker_loop(monkeypatch, 60.0) as (connection, hub, received):
         first = ack_on_the_hub(hub, connection, received, 1)
         assert redis_client.hexists("unacked", first.delivery_tag)  # waiting for a ride
         publish(connection, 2)
@@ -200,12 +199,7 @@ def test_in_a_worker_loop_an_ack_rides_with_the_next_tasks_record(
 def test_in_a_worker_loop_a_waiting_ack_goes_out_on_its_own_when_no_task_comes(
     redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(broker, "ACK_DELAY_SECONDS", 0.05)
-    received: list[Any] = []
-    with (
-        Connection(TEST_REDIS_URL, transport=broker.TRANSPORT) as connection,
-        worker_loop(received, connection) as hub,
-    ):
+    with worker_loop(monkeypatch, 0.05) as (connection, hub, received):
         message = ack_on_the_hub(hub, connection, received, 3)
         run_until(hub, lambda: not redis_client.hexists("unacked", message.delivery_tag))
     assert redis_client.zscore("unacked_index", message.delivery_tag) is None
@@ -215,12 +209,8 @@ def test_closing_the_channel_sends_the_waiting_acks(
     redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker shutting down leaves no finished task to be delivered again."""
-    monkeypatch.setattr(broker, "ACK_DELAY_SECONDS", 60.0)
-    received: list[Any] = []
-    with Connection(TEST_REDIS_URL, transport=broker.TRANSPORT) as connection:
-        with worker_loop(received, connection) as hub:
-            message = ack_on_the_hub(hub, connection, received, 4)
-            assert redis_client.hexists("unacked", message.delivery_tag)
-        connection.default_channel.close()
+    with worker_loop(monkeypatch, 60.0) as (connection, hub, received):
+        message = ack_on_the_hub(hub, connection, received, 4)
+        assert redis_client.hexists("unacked", message.delivery_tag)
     assert not redis_client.hexists("unacked", message.delivery_tag)
     assert redis_client.llen(QUEUE.name) == 0  # not put back on the queue either
