@@ -38,6 +38,7 @@ from queue import Empty
 from typing import Any
 from urllib.parse import urlsplit
 
+import kombu.transport
 import redis
 from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
@@ -90,8 +91,11 @@ def transport_for(broker_url: str) -> str | None:
 
 
 def use_for_redis_urls() -> None:
-    """Resolve the ``redis`` and ``rediss`` schemes to this transport in this process."""
+    """Resolve the ``redis`` and ``rediss`` schemes to this transport in this process, also
+    where a connection made earlier had them resolved (kombu keeps what it resolved)."""
     TRANSPORT_ALIASES.update(dict.fromkeys(REDIS_SCHEMES, TRANSPORT))
+    for scheme in REDIS_SCHEMES:
+        kombu.transport._transport_cache.pop(scheme, None)
 
 
 class QoS(kombu_redis.QoS):
@@ -133,22 +137,22 @@ class QoS(kombu_redis.QoS):
     def flush_acks(self) -> None:
         """Remove the records of every waiting ack now. If Redis cannot be reached, the tasks
         are delivered again after the visibility timeout, as kombu's failed acks are."""
+        if not self._acks:
+            return  # they rode with a record
         with self.pipe_or_acquire() as pipe:
-            if not self._remove_acked(pipe):
-                return
+            self._remove_acked(pipe)
             try:
                 pipe.execute()
             except self.channel.connection_errors as exc:
                 log.warning("acks not recorded", extra={"fields": {"error": repr(exc)}})
 
-    def _remove_acked(self, pipe: Any) -> bool:
-        """Queue the removal of the waiting acks' records on ``pipe``; False if none wait."""
+    def _remove_acked(self, pipe: Any) -> None:
+        """Queue the removal of the waiting acks' records on ``pipe``."""
         with self._acks_lock:
             tags, self._acks = self._acks, []
         if tags:
             pipe.zrem(self.unacked_index_key, *tags)
             pipe.hdel(self.unacked_key, *tags)
-        return bool(tags)
 
     def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
         super().restore_visible(start, num, interval)  # type: ignore[no-untyped-call]
