@@ -106,6 +106,8 @@ class Run:
     idle_pss: int = 0
     peak_pss: int = 0
     commands: Counter[str] | None = None
+    cpu_by_worker: dict[str, float] = field(default_factory=dict)
+    """The service's CPU seconds per Procfile process type."""
 
     @property
     def wall(self) -> float:
@@ -294,6 +296,7 @@ def service_run(stack: BenchStack, workers: ProcfileWorkers, n: int) -> Run:
         idle_pss,
         sampler.peak_pss,
         commands,
+        {name: sampler.cpu_by_leader.get(pid, 0.0) for name, pid in workers.roots.items()},
     )
 
 
@@ -343,6 +346,9 @@ def rows(n: int, ours: Run, raw: Run, sent: dict[str, float], exact: tuple[int, 
     top = ", ".join(f"{name} {calls / n:.1f}" for name, calls in ours.commands.most_common(4))
     ours_delay, raw_delay = percentile(ours.delays(sent), 99), percentile(raw.delays(sent), 99)
     to_flush, to_reader = ours.legs(sent)
+    split = ", ".join(
+        f"{name} {cpu / ours.cpu_seconds:.0%}" for name, cpu in ours.cpu_by_worker.items()
+    )
     out = [
         Row(
             "concurrency",
@@ -408,7 +414,7 @@ def rows(n: int, ours: Run, raw: Run, sent: dict[str, float], exact: tuple[int, 
             f"{ours.cpu_seconds * 1000 / chunks:.3f} s",
             f"{raw.cpu_seconds * 1000 / chunks:.3f} s raw httpx",
             f"{ours.cpu_seconds / raw.cpu_seconds:.1f}x" if raw.cpu_seconds > 0 else "-",
-            f"workers' utime+stime over {chunks} chunks; reader "
+            f"workers' utime+stime over {chunks} chunks ({split}); reader "
             f"{ours.reader_cpu_seconds * 1000 / chunks:.3f} s",
         ),
         Row(

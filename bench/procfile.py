@@ -50,6 +50,11 @@ class ProcfileWorkers:
     def pids(self) -> list[int]:
         return [p.pid for p in self._processes]
 
+    @property
+    def roots(self) -> dict[str, int]:
+        """``{process type: tree root pid}``."""
+        return dict(zip(self.commands, self.pids, strict=True))
+
     def __enter__(self) -> ProcfileWorkers:
         try:
             for name, command in self.commands.items():

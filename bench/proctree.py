@@ -52,37 +52,39 @@ def _stat(pid: int) -> tuple[int, float, int] | None:
     return int(fields[3]), cpu, int(fields[21]) * PAGE_BYTES
 
 
-def sessions(leaders: Iterable[int]) -> dict[int, tuple[float, int]]:
-    """``{pid: (cpu seconds, rss bytes)}`` of every process in the leaders' sessions."""
+def sessions(leaders: Iterable[int]) -> dict[int, tuple[int, float, int]]:
+    """``{pid: (leader, cpu seconds, rss bytes)}`` of every process in the leaders' sessions."""
     wanted = set(leaders)
-    found: dict[int, tuple[float, int]] = {}
+    found: dict[int, tuple[int, float, int]] = {}
     for entry in PROC.iterdir():
         if entry.name.isdigit() and (stat := _stat(int(entry.name))) and stat[0] in wanted:
-            found[int(entry.name)] = stat[1:]
+            found[int(entry.name)] = stat
     return found
 
 
-def known(pids: Iterable[int]) -> dict[int, tuple[float, int]]:
+def known(pids: Iterable[int]) -> dict[int, tuple[int, float, int]]:
     """The same for processes already found (those still running)."""
-    return {pid: stat[1:] for pid in pids if (stat := _stat(pid))}
+    return {pid: stat for pid in pids if (stat := _stat(pid))}
 
 
-def _memory(found: dict[int, tuple[float, int]]) -> tuple[int, int]:
+def _memory(found: dict[int, tuple[int, float, int]]) -> tuple[int, int]:
     """(RSS, PSS) summed over the processes ``sessions`` found."""
-    return sum(rss for _, rss in found.values()), sum(map(pss_bytes, found))
+    return sum(rss for _, _, rss in found.values()), sum(map(pss_bytes, found))
 
 
 class TreeSampler:
-    """``with TreeSampler(pids) as usage:`` then ``usage.cpu_seconds``, ``usage.peak_rss`` and
-    ``usage.peak_pss``."""
+    """``with TreeSampler(pids) as usage:`` then ``usage.cpu_seconds`` (and per tree,
+    ``usage.cpu_by_leader``), ``usage.peak_rss`` and ``usage.peak_pss``."""
 
     def __init__(self, leaders: Iterable[int]) -> None:
         self.leaders = list(leaders)
         self.cpu_seconds = 0.0
+        self.cpu_by_leader: dict[int, float] = {}
         self.peak_rss = 0
         self.peak_pss = 0
         self._start: dict[int, float] = {}
         self._last: dict[int, float] = {}
+        self._leader: dict[int, int] = {}
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tree-sampler", daemon=True)
 
@@ -98,9 +100,10 @@ class TreeSampler:
             self.peak_pss = max(self.peak_pss, pss)
         else:
             found = known(self._last)
-            rss = sum(rss for _, rss in found.values())
+            rss = sum(rss for _, _, rss in found.values())
         self.peak_rss = max(self.peak_rss, rss)
-        self._last.update({pid: cpu for pid, (cpu, _) in found.items()})
+        self._last.update({pid: cpu for pid, (_, cpu, _) in found.items()})
+        self._leader.update({pid: leader for pid, (leader, _, _) in found.items()})
 
     def _run(self) -> None:
         samples = 0
@@ -109,7 +112,7 @@ class TreeSampler:
             self._sample(scan=samples % SCAN_EVERY == 0)
 
     def __enter__(self) -> TreeSampler:
-        self._start = {pid: cpu for pid, (cpu, _) in sessions(self.leaders).items()}
+        self._start = {pid: cpu for pid, (_, cpu, _) in sessions(self.leaders).items()}
         self._last = dict(self._start)
         self._thread.start()
         return self
@@ -123,4 +126,8 @@ class TreeSampler:
         self._done.set()
         self._thread.join()
         self._sample(scan=True)
-        self.cpu_seconds = sum(cpu - self._start.get(pid, 0.0) for pid, cpu in self._last.items())
+        for pid, cpu in self._last.items():
+            leader = self._leader[pid]
+            spent = cpu - self._start.get(pid, 0.0)
+            self.cpu_by_leader[leader] = self.cpu_by_leader.get(leader, 0.0) + spent
+        self.cpu_seconds = sum(self.cpu_by_leader.values())
