@@ -9,8 +9,10 @@ pool, so one per channel serves every thread. BRPOP and pub/sub keep their own, 
 kombu takes a task off its queue with ``BRPOP`` and records it as unacknowledged in a second
 round trip (celery/celery#7950): a worker killed between the two loses the task. A worker that
 consumes one queue (each Procfile worker does) here moves the task atomically onto that queue's
-in-flight list (``BLMOVE``), and the unacked record takes it off that list in the same
-transaction. Every restore sweep puts back on its queue a task that has sat on an in-flight list
+in-flight list (``BLMOVE``), and the unacked record takes it off that list in the same script
+call (``RECORD_UNACKED_LUA``: one command for redis-py to pack and parse, where kombu's
+transaction is five, and the record is written around the bytes as moved, not encoded again).
+Every restore sweep puts back on its queue a task that has sat on an in-flight list
 for ``INFLIGHT_GRACE_SECONDS`` (or the visibility timeout, if shorter): its worker died in
 between. A worker on several queues, or on a server older than 6.2, keeps kombu's ``BRPOP``.
 Message priorities are off (one list per queue): the service sends none, and one list is what
@@ -19,7 +21,7 @@ Message priorities are off (one list per queue): the service sends none, and one
 An ack takes the task off the unacked records: kombu sends it at once, a round trip on the
 consumer's thread per task. In a worker's event loop (Celery's hub) acks wait up to
 ``ACK_DELAY_SECONDS`` instead, and go out with the next task's unacked record, in its
-transaction, or together when that time is up. A worker that dies meanwhile has its finished
+script call, or together when that time is up. A worker that dies meanwhile has its finished
 tasks delivered again after the visibility timeout, as with a death just before the ack: tasks
 are acked late and are idempotent either way.
 
@@ -79,6 +81,24 @@ return restored
 """
 
 
+RECORD_UNACKED_LUA = """
+-- KEYS: unacked index, unacked records[, in-flight list]. With the in-flight list, ARGV starts
+-- with: now, delivery tag, record, the bytes moved; the rest are acked tasks' delivery tags.
+local first = 1
+if #KEYS == 3 then
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+  redis.call('LREM', KEYS[3], 1, ARGV[4])
+  first = 5
+end
+for i = first, #ARGV do
+  redis.call('ZREM', KEYS[1], ARGV[i])
+  redis.call('HDEL', KEYS[2], ARGV[i])
+end
+return 0
+"""
+
+
 def inflight_key(queue: str) -> str:
     """The list a worker moves ``queue``'s tasks onto until they are recorded as unacked."""
     return f"_tw.inflight.{queue}"
@@ -112,13 +132,15 @@ class QoS(kombu_redis.QoS):
             return
         queue, raw = moved
         delivery = message.delivery_info
-        record = json.dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-        with self.pipe_or_acquire() as pipe:
-            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
-            pipe.hset(self.unacked_key, delivery_tag, record)
-            pipe.lrem(inflight_key(queue), 1, raw)
-            self._remove_acked(pipe)
-            pipe.execute()
+        # kombu's record, [message, exchange, routing key], around the bytes as they came.
+        record = b"[%s,%s,%s]" % (
+            raw,
+            json.dumps(delivery["exchange"]).encode(),
+            json.dumps(delivery["routing_key"]).encode(),
+        )
+        self._record(
+            [inflight_key(queue)], [time.time(), delivery_tag, record, raw, *self._take_acks()]
+        )
         virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
 
     def ack(self, delivery_tag: str) -> None:
@@ -137,22 +159,23 @@ class QoS(kombu_redis.QoS):
     def flush_acks(self) -> None:
         """Remove the records of every waiting ack now. If Redis cannot be reached, the tasks
         are delivered again after the visibility timeout, as kombu's failed acks are."""
-        if not self._acks:
+        tags = self._take_acks()
+        if not tags:
             return  # they rode with a record
-        with self.pipe_or_acquire() as pipe:
-            self._remove_acked(pipe)
-            try:
-                pipe.execute()
-            except self.channel.connection_errors as exc:
-                log.warning("acks not recorded", extra={"fields": {"error": repr(exc)}})
+        try:
+            self._record([], tags)
+        except self.channel.connection_errors as exc:
+            log.warning("acks not recorded", extra={"fields": {"error": repr(exc)}})
 
-    def _remove_acked(self, pipe: Any) -> None:
-        """Queue the removal of the waiting acks' records on ``pipe``."""
+    def _take_acks(self) -> list[str]:
         with self._acks_lock:
             tags, self._acks = self._acks, []
-        if tags:
-            pipe.zrem(self.unacked_index_key, *tags)
-            pipe.hdel(self.unacked_key, *tags)
+        return tags
+
+    def _record(self, inflight: list[str], args: list[Any]) -> None:
+        """One script call, atomic as kombu's transaction and one command to send and parse."""
+        keys = [self.unacked_index_key, self.unacked_key, *inflight]
+        self.channel.record_unacked(keys=keys, args=args, client=self.channel.commands)
 
     def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
         super().restore_visible(start, num, interval)  # type: ignore[no-untyped-call]
@@ -171,6 +194,13 @@ class Channel(kombu_redis.Channel):
         self.moved: dict[str, tuple[str, bytes]] = {}
         """Delivery tag -> (queue, the exact bytes moved), until the unacked record."""
         self._restore_inflight = self.client.register_script(RESTORE_INFLIGHT_LUA)
+        self.record_unacked = self.client.register_script(RECORD_UNACKED_LUA)
+
+    @property
+    def commands(self) -> Any:
+        """The client every thread sends commands with (``client`` is the consumer's own,
+        which waits in ``BLMOVE``)."""
+        return self._create_client()
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:

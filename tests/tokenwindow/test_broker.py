@@ -97,6 +97,32 @@ def test_a_received_task_is_recorded_unacked_and_leaves_the_inflight_list(
         assert not redis_client.hexists("unacked", message.delivery_tag)
 
 
+def test_a_recorded_task_whose_worker_died_is_delivered_again_as_sent(
+    redis_client: redis.Redis,
+) -> None:
+    """What a worker killed after the unacked record leaves: the record. Another worker's
+    visibility sweep puts the task back from it, with its exchange and routing key."""
+    received: list[Any] = []
+    options = {"visibility_timeout": 0.2}
+    with (
+        Connection(TEST_REDIS_URL, transport=broker.TRANSPORT) as dead,
+        Connection(TEST_REDIS_URL, transport=broker.TRANSPORT, transport_options=options) as live,
+    ):
+        publish(dead, 9)
+        with dead.Consumer(QUEUE, callbacks=[lambda body, m: received.append(m)]):
+            dead.drain_events(timeout=5)
+        (taken,) = received
+        time.sleep(0.3)
+        live.default_channel.qos.restore_visible()
+        assert redis_client.hlen("unacked") == 0
+        with live.Consumer(QUEUE, callbacks=[lambda body, m: (received.append(m), m.ack())]):
+            live.drain_events(timeout=5)
+    again = received[1]
+    assert (again.payload, again.delivery_tag) == (taken.payload, taken.delivery_tag)
+    assert again.headers == {**taken.headers, "redelivered": True}
+    assert again.delivery_info["routing_key"] == QUEUE.routing_key
+
+
 def test_a_task_whose_worker_died_before_recording_it_is_delivered_again(
     redis_client: redis.Redis,
 ) -> None:
