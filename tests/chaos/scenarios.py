@@ -152,7 +152,7 @@ async def _kill_and_restart(
     s: Stack[FakeProviderServer],
     first: WorkerProcess,
     second: WorkerProcess,
-    tasks: Sequence[Awaitable[TurnRecord]],
+    tasks: Sequence[asyncio.Future[TurnRecord]],
     ready: Callable[[], bool],
     *,
     poll: float,
@@ -160,9 +160,14 @@ async def _kill_and_restart(
 ) -> tuple[list[TurnRecord], float]:
     """Once ``ready`` (plus ``settle`` s), kill ``first`` and start ``second``.
 
-    Returns the turns' records and when the second worker was up.
+    Returns the turns' records and when the second worker was up. A turn that fails before
+    then (its client could not reach Redis) fails the scenario at once, with its error, where
+    ``ready`` might never come.
     """
     while not ready():
+        errors = (task.exception() for task in tasks if task.done())
+        if error := next((e for e in errors if e is not None), None):
+            raise error
         await asyncio.sleep(poll)
     await asyncio.sleep(settle)
     first.kill()
