@@ -112,7 +112,9 @@ class TreeSampler:
             self._sample(scan=samples % SCAN_EVERY == 0)
 
     def __enter__(self) -> TreeSampler:
-        self._start = {pid: cpu for pid, (_, cpu, _) in sessions(self.leaders).items()}
+        found = sessions(self.leaders)
+        self._start = {pid: cpu for pid, (_, cpu, _) in found.items()}
+        self._leader = {pid: leader for pid, (leader, _, _) in found.items()}
         self._last = dict(self._start)
         self._thread.start()
         return self
