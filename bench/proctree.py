@@ -12,6 +12,11 @@ of the known processes every 0.2 s (``/proc/PID/stat``: about 0.3 ms), and only 
 scan of ``/proc`` for new processes and the PSS, which the kernel adds up page table by page
 table (``smaps_rollup``: 22 ms of CPU for the Procfile workers). Doing both every 0.2 s took
 the benchmark about an eighth of a core, beside the workers under test.
+
+One named thread's CPU (the stream loop, ``workers.engine.LOOP_THREAD_NAME``) is read apart, from
+the scheduler's own clock (``/proc/PID/task/TID/schedstat``, nanoseconds); utime and stime are
+sampled by the tick and charged whole to whichever thread is running, which blurs threads that
+take turns on one interpreter lock.
 """
 
 from __future__ import annotations
@@ -67,6 +72,23 @@ def known(pids: Iterable[int]) -> dict[int, tuple[int, float, int]]:
     return {pid: stat for pid in pids if (stat := _stat(pid))}
 
 
+def named_thread_cpu(pids: Iterable[int], name: str) -> dict[int, float]:
+    """``{thread id: cpu seconds}`` of the threads called ``name`` in these processes."""
+    found: dict[int, float] = {}
+    for pid in pids:
+        try:
+            tasks = list((PROC / str(pid) / "task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                if (task / "comm").read_text().strip() == name:
+                    found[int(task.name)] = int((task / "schedstat").read_text().split()[0]) / 1e9
+            except OSError:
+                continue
+    return found
+
+
 def _memory(found: dict[int, tuple[int, float, int]]) -> tuple[int, int]:
     """(RSS, PSS) summed over the processes ``sessions`` found."""
     return sum(rss for _, _, rss in found.values()), sum(map(pss_bytes, found))
@@ -74,10 +96,15 @@ def _memory(found: dict[int, tuple[int, float, int]]) -> tuple[int, int]:
 
 class TreeSampler:
     """``with TreeSampler(pids) as usage:`` then ``usage.cpu_seconds`` (and per tree,
-    ``usage.cpu_by_leader``), ``usage.peak_rss`` and ``usage.peak_pss``."""
+    ``usage.cpu_by_leader``), ``usage.peak_rss`` and ``usage.peak_pss``; with ``thread``,
+    ``usage.thread_cpu_seconds`` of the threads of that name."""
 
-    def __init__(self, leaders: Iterable[int]) -> None:
+    def __init__(self, leaders: Iterable[int], *, thread: str | None = None) -> None:
         self.leaders = list(leaders)
+        self.thread = thread
+        self.thread_cpu_seconds = 0.0
+        self._thread_start: dict[int, float] = {}
+        self._thread_last: dict[int, float] = {}
         self.cpu_seconds = 0.0
         self.cpu_by_leader: dict[int, float] = {}
         self.peak_rss = 0
@@ -98,12 +125,18 @@ class TreeSampler:
             found = sessions(self.leaders)
             rss, pss = _memory(found)
             self.peak_pss = max(self.peak_pss, pss)
+            self._read_thread(found)
         else:
             found = known(self._last)
             rss = sum(rss for _, _, rss in found.values())
         self.peak_rss = max(self.peak_rss, rss)
         self._last.update({pid: cpu for pid, (_, cpu, _) in found.items()})
         self._leader.update({pid: leader for pid, (leader, _, _) in found.items()})
+
+    def _read_thread(self, found: Iterable[int]) -> None:
+        """The named threads' CPU now (a thread that ends keeps its last reading)."""
+        if self.thread is not None:
+            self._thread_last.update(named_thread_cpu(found, self.thread))
 
     def _run(self) -> None:
         samples = 0
@@ -116,6 +149,8 @@ class TreeSampler:
         self._start = {pid: cpu for pid, (_, cpu, _) in found.items()}
         self._leader = {pid: leader for pid, (leader, _, _) in found.items()}
         self._last = dict(self._start)
+        self._read_thread(found)
+        self._thread_start = dict(self._thread_last)
         self._thread.start()
         return self
 
@@ -133,3 +168,6 @@ class TreeSampler:
             spent = cpu - self._start.get(pid, 0.0)
             self.cpu_by_leader[leader] = self.cpu_by_leader.get(leader, 0.0) + spent
         self.cpu_seconds = sum(self.cpu_by_leader.values())
+        self.thread_cpu_seconds = sum(
+            cpu - self._thread_start.get(tid, 0.0) for tid, cpu in self._thread_last.items()
+        )

@@ -21,6 +21,8 @@ same lock, the process's cycle collector runs on the loop just after each flush
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import functools
 import os
 import sys
@@ -44,6 +46,11 @@ from workers.steps import STEPS
 
 T = TypeVar("T")
 SWITCH_INTERVAL_SECONDS = 0.001
+LOOP_THREAD_NAME = "tw-streams"
+"""The loop thread's name, also given to the kernel (Linux): ``top -H``, ``ps -L`` and
+``/proc/PID/task/*/comm`` show it, so the CPU of the streams can be told from the task threads'
+(``python -m bench concurrency`` reads it there)."""
+PR_SET_NAME = 15
 
 
 class Engine:
@@ -53,7 +60,7 @@ class Engine:
         sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         STEPS.open()
         self.loop = uvloop.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="streams", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name=LOOP_THREAD_NAME, daemon=True)
         self._thread.start()
         collector = Collector(self.loop)
         settings = get_settings()
@@ -68,6 +75,10 @@ class Engine:
         collector.start()
 
         self._renew = AsyncScript(self.redis, lua_source(RENEW_SCRIPT))
+
+    def _serve(self) -> None:
+        name_native_thread(LOOP_THREAD_NAME)
+        self.loop.run_forever()
 
     async def keep_lease(self, session_id: str, turn_id: str, owner: str) -> None:
         """Renew a turn's generation lease until cancelled; return if another task holds it."""
@@ -87,6 +98,13 @@ class Engine:
         future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
         with STEPS.waiting():
             return future.result()
+
+
+def name_native_thread(name: str) -> None:
+    """Give the calling thread ``name`` in the kernel too (Linux; 15 bytes at most)."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 def _async_client(settings: Settings) -> redis.asyncio.Redis:

@@ -14,6 +14,7 @@ from tests.conftest import TEST_REDIS_URL
 from tests.forkserver import ROOT
 from tests.harness import WorkerProcess
 from tokenwindow.constants import QUEUE_COMPLETIONS
+from workers.engine import LOOP_THREAD_NAME
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="nice values per thread: Linux")
 
@@ -60,6 +61,14 @@ def test_the_loop_keeps_the_process_priority_and_later_threads_run_lower() -> No
     assert json.loads(done.stdout) == {"loop": base, "caller": base + 7, "started_later": base + 7}
 
 
+def thread_names(pid: int) -> dict[int, str]:
+    """``{thread id: the kernel's name for it}`` of every thread of ``pid``."""
+    return {
+        int(task.name): (task / "comm").read_text().strip()
+        for task in Path(f"/proc/{pid}/task").iterdir()
+    }
+
+
 @pytest.mark.parametrize(("pool", "lowered"), [("threads", True), ("prefork", False)])
 def test_a_threads_worker_serving_turns_runs_its_consumer_lower(
     pool: str, lowered: bool, tmp_path: Path
@@ -74,12 +83,15 @@ def test_a_threads_worker_serving_turns_runs_its_consumer_lower(
     try:
         assert worker.process is not None
         values = thread_nice_values(worker.process.pid)
+        names = thread_names(worker.process.pid)
     finally:
         worker.stop()
     base = os.getpriority(os.PRIO_PROCESS, 0)
     main_thread = values.pop(worker.process.pid)
     if lowered:
         assert main_thread == base + 5
-        assert base in values.values(), "no thread (the stream loop) kept the priority"
+        loops = [tid for tid, name in names.items() if name == LOOP_THREAD_NAME]
+        assert len(loops) == 1, names
+        assert values[loops[0]] == base, "the stream loop did not keep the priority"
     else:
         assert main_thread == base
