@@ -5,6 +5,13 @@ a child process, so only the client's CPU is counted (``time.process_time`` arou
 batch, divided by the chunks the server sent). Raw httpx is the floor: one ``aiter_lines``
 loop and ``json.loads`` per event. litellm's rows are what a worker paid before this layer.
 Async cases run all N streams at once on one event loop, as a worker does.
+
+The last case is the whole path a worker runs per chunk, provider bytes to an event in the
+session's stream: a worker's own engine (``workers.engine``, in a process of its own, as in a
+worker) streams each reply with ``stream_reply`` into its session's events on a private
+redis-server, publisher and flush interval as shipped; every reply is then read back from its
+session's stream. That case is paced as real streams are (20 ms a chunk): from an instant
+server the publisher would join many chunks into each event and hide the per-event work.
 """
 
 from __future__ import annotations
@@ -12,11 +19,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
+import os
 import time
 from collections.abc import Awaitable, Callable
+from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import redis
 
 from bench.report import Row
 from tests.fakes import (
@@ -26,6 +37,9 @@ from tests.fakes import (
     gemini_spec,
     openai_spec,
 )
+from tests.redis_server import RedisServer
+from tokenwindow.constants import events_stream_key
+from tokenwindow.events import EventType, decode_event
 from tokenwindow.messages import Message
 from tokenwindow.models import ModelSpec
 from tokenwindow.settings import Settings, load_settings
@@ -147,7 +161,68 @@ async def ours(_: str, spec: ModelSpec, streams: int, settings: Settings) -> lis
     return await asyncio.gather(*(one() for _ in range(streams)))
 
 
+def _stream_into_sessions(
+    wire: str, provider_url: str, redis_url: str, streams: int, send: Connection
+) -> None:
+    """In a process of its own: one warm-up reply, then N replies at once through a worker's
+    engine into N sessions; sends back the CPU the N took."""
+    os.environ["REDIS_URL"] = redis_url  # before the engine reads the settings
+    from workers.engine import get_engine
+    from workers.streaming import Attempt, stream_reply
+
+    engine = get_engine()
+    settings = load_settings(provider_timeout_seconds=60)
+    spec = _spec(wire, RemoteFakeProvider(provider_url))
+
+    async def one(session_id: str) -> None:
+        attempt = Attempt(session_id, "t-1", "bench", 1, "", False)
+        await stream_reply(engine, attempt, spec, MESSAGES, {}, settings=settings)
+
+    async def batch(prefix: str, n: int) -> None:
+        await asyncio.gather(*(one(f"{prefix}-{i}") for i in range(n)))
+
+    engine.run(batch(f"cc-{wire}-warm", 1))
+    start = time.process_time()
+    engine.run(batch(f"cc-{wire}", streams))
+    send.send(time.process_time() - start)
+
+
+def _published_text(client: redis.Redis, session_id: str) -> str:
+    """The text of every ``token`` event in the session's stream, in order."""
+    entries = client.xrange(events_stream_key(session_id))
+    events = [decode_event(fields["event"], entry_id) for entry_id, fields in entries]
+    return "".join(str(e.get("text", "")) for e in events if e["type"] == EventType.TOKEN)
+
+
+def into_session_streams_us_per_chunk(
+    wire: str, server: FakeProviderProcess, streams: int
+) -> float:
+    server.queue_replies(*[REPLY] * (streams + 1))
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    with RedisServer() as redis_server:
+        child = context.Process(
+            target=_stream_into_sessions,
+            args=(wire, server.url, redis_server.url(), streams, send),
+        )
+        child.start()
+        child.join(timeout=300)
+        if child.exitcode != 0 or not receive.poll():
+            raise RuntimeError(f"{wire}: the streaming process failed ({child.exitcode})")
+        spent = float(receive.recv())
+        server.configure(token_delay=0)
+        client = redis.Redis.from_url(redis_server.url(), decode_responses=True)
+        texts = [_published_text(client, f"cc-{wire}-{i}") for i in range(streams)]
+    if texts != [REPLY] * streams:
+        raise RuntimeError(f"{wire}: a session's stream holds a reply different from what was sent")
+    return spent / (streams * CHUNKS) * 1e6
+
+
 Reader = Callable[[str, ModelSpec, int, Settings], Awaitable[list[str]]]
+INTO_SESSIONS = "ours, into the session's stream"
+SESSION_PATH_GOAL_US = 150
+PACED_CHUNK_SECONDS = 0.020
+"""CPU per chunk, provider bytes to an event in the session's stream."""
 CASES: list[tuple[str, Reader]] = [
     ("raw httpx", raw_httpx),
     ("litellm.completion", litellm_sync),
@@ -239,8 +314,15 @@ def run(args: argparse.Namespace) -> list[Row]:
                 name: cpu_us_per_chunk(reader, wire, server, streams, settings)
                 for name, reader in CASES
             }
+            costs[INTO_SESSIONS] = into_session_streams_us_per_chunk(wire, server, streams)
             base = costs["raw httpx"]
             for name, cost in costs.items():
+                note = f"CPU, {streams} streams x {CHUNKS} chunks, fake server in a child"
+                if name == INTO_SESSIONS:
+                    note += (
+                        f", {PACED_CHUNK_SECONDS * 1000:.0f} ms a chunk; a worker's engine "
+                        f"and Redis; goal <= {SESSION_PATH_GOAL_US} us"
+                    )
                 rows.append(
                     Row(
                         "chunk_cost",
@@ -248,7 +330,7 @@ def run(args: argparse.Namespace) -> list[Row]:
                         f"{cost:.0f} us/chunk",
                         f"{base:.0f} us raw httpx",
                         f"{cost / base:.1f}x",
-                        f"CPU, {streams} streams x {CHUNKS} chunks, fake server in a child",
+                        note,
                     )
                 )
     for wire in WIRES:
