@@ -14,7 +14,9 @@ Figures: wall time (first submit to last ``turn_completed``), turn latency (subm
 ``turn_completed`` as the subscriber sees it), added delay (the fake records when each chunk
 left; the subscriber records when the event carrying it arrived: coalesced events map back to
 every chunk they joined), worker memory (RSS and PSS summed over each worker's process tree,
-peak of samples), worker CPU (utime + stime of the trees, per 1,000 chunks), Redis commands per turn
+peak of samples), the stream loop's CPU per chunk (its thread alone, scheduler clock: the path
+from provider bytes to an event in the session's stream), worker CPU (utime + stime of the
+trees, per 1,000 chunks, per-turn work included), Redis commands per turn
 (``INFO commandstats`` delta over the run / N), and whether every reply arrived exact. Every
 reply is unique, so a lost, repeated or misplaced chunk shows.
 """

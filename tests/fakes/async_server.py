@@ -79,6 +79,8 @@ async def _serve_connection(
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass  # the client hung up, as clients of kept-alive connections do
+    except asyncio.CancelledError:
+        pass  # the server stops (its loop cancels open connections): not an error to report
     finally:
         writer.close()
 
