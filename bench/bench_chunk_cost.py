@@ -197,22 +197,25 @@ def _published_text(client: redis.Redis, session_id: str) -> str:
 def into_session_streams_us_per_chunk(
     wire: str, server: FakeProviderProcess, streams: int
 ) -> float:
-    server.queue_replies(*[REPLY] * (streams + 1))
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
-    with RedisServer() as redis_server:
-        child = context.Process(
-            target=_stream_into_sessions,
-            args=(wire, server.url, redis_server.url(), streams, send),
-        )
-        child.start()
-        child.join(timeout=300)
-        if child.exitcode != 0 or not receive.poll():
-            raise RuntimeError(f"{wire}: the streaming process failed ({child.exitcode})")
-        spent = float(receive.recv())
-        server.configure(token_delay=0)
-        client = redis.Redis.from_url(redis_server.url(), decode_responses=True)
-        texts = [_published_text(client, f"cc-{wire}-{i}") for i in range(streams)]
+    server.configure(token_delay=PACED_CHUNK_SECONDS)
+    server.queue_replies(*[REPLY] * (streams + 1))
+    try:
+        with RedisServer() as redis_server:
+            child = context.Process(
+                target=_stream_into_sessions,
+                args=(wire, server.url, redis_server.url(), streams, send),
+            )
+            child.start()
+            child.join(timeout=300)
+            if child.exitcode != 0 or not receive.poll():
+                raise RuntimeError(f"{wire}: the streaming process failed ({child.exitcode})")
+            spent = float(receive.recv())
+            client = redis.Redis.from_url(redis_server.url(), decode_responses=True)
+            texts = [_published_text(client, f"cc-{wire}-{i}") for i in range(streams)]
+    finally:
+        server.configure(token_delay=0)  # the other cases read as fast as the server writes
     if texts != [REPLY] * streams:
         raise RuntimeError(f"{wire}: a session's stream holds a reply different from what was sent")
     return spent / (streams * CHUNKS) * 1e6
@@ -221,8 +224,8 @@ def into_session_streams_us_per_chunk(
 Reader = Callable[[str, ModelSpec, int, Settings], Awaitable[list[str]]]
 INTO_SESSIONS = "ours, into the session's stream"
 SESSION_PATH_GOAL_US = 150
-PACED_CHUNK_SECONDS = 0.020
 """CPU per chunk, provider bytes to an event in the session's stream."""
+PACED_CHUNK_SECONDS = 0.020
 CASES: list[tuple[str, Reader]] = [
     ("raw httpx", raw_httpx),
     ("litellm.completion", litellm_sync),
