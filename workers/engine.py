@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import functools
 import os
 import sys
@@ -101,10 +100,10 @@ class Engine:
 
 
 def name_native_thread(name: str) -> None:
-    """Give the calling thread ``name`` in the kernel too (Linux; 15 bytes at most)."""
+    """Give the calling thread ``name`` in the kernel too (Linux; 15 bytes at most). ``prctl``
+    comes from the C library already loaded in the process: no library search at start-up."""
     if sys.platform == "linux":
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+        ctypes.CDLL(None).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 def _async_client(settings: Settings) -> redis.asyncio.Redis:
