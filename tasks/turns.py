@@ -62,7 +62,7 @@ from workers.backoff import backoff
 from workers.compressor import FAILSAFE, Compression, clearing_policy
 from workers.connections import get_events, get_ledger, get_metrics, get_redis, get_store
 from workers.engine import get_engine
-from workers.ledger import LeaseLostError, Ledger, Outcome, TurnState
+from workers.ledger import BeginAhead, LeaseLostError, Ledger, Outcome, TurnState
 from workers.session_store import WorkingWindow, window_from
 from workers.steps import STEPS
 from workers.streaming import Attempt, Reply, stream_reply
@@ -72,6 +72,8 @@ log = logging.getLogger(__name__)
 OVERFLOW_MARGIN_SCALE = 3.0
 """After a provider context-length error, the safety margin is this many times larger."""
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+SUBMITTED = "turns_submitted"
+"""Counted once per turn, when it begins or must be compressed first."""
 REDIS_POLL_SECONDS = 1.0
 
 
@@ -206,6 +208,16 @@ def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> F
     strategy = str(turn.strategy or settings.default_strategy)
     entries = [Entry(m, counter.count_message(m), tid) for m in turn.typed_messages]
     request = turn.model_dump(mode="json", exclude_none=True)
+    generation = Generation(
+        session_id=sid,
+        turn_id=tid,
+        model=spec.name,
+        temperature=turn.temperature,
+        max_tokens=turn.max_tokens,
+        params=params,
+        submitted_at=turn.submitted_at,
+    )
+    window, owner = generation.window(spec), _owner(self)
     out = ledger.ingest(
         sid,
         tid,
@@ -215,15 +227,8 @@ def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> F
         strategy=strategy,
         encoding=counter.encoding_name,
         history=turn.history,
-    )
-    generation = Generation(
-        session_id=sid,
-        turn_id=tid,
-        model=spec.name,
-        temperature=turn.temperature,
-        max_tokens=turn.max_tokens,
-        params=params,
-        submitted_at=turn.submitted_at,
+        # Under the soft threshold no compression comes first: begin in the same call.
+        begin=BeginAhead(owner, below=window.soft - REPLY_PRIMING, count=SUBMITTED),
     )
     compression = {
         "session_id": sid,
@@ -246,16 +251,17 @@ def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> F
         elif out.state != TurnState.WAITING:
             return _generate(self, spec, generation)
         return None
+    if out.outcome == "generating":
+        return _stream(self, spec, generation, owner, out)
     if out.outcome != "ingested":  # parked: the turn ahead hands it on
         return None
-    window = generation.window(spec)
     if out.data.get("encoding") == counter.encoding_name:
         tokens = REPLY_PRIMING + int(out.data.get("window_tokens") or 0)
     else:
         tokens = get_store().working_window(sid, counter).tokens
     pressure = window.pressure(tokens)
     if pressure is Pressure.HARD:
-        get_metrics().record([("turns_submitted", None, 1)], active_session=sid)
+        get_metrics().record([(SUBMITTED, None, 1)], active_session=sid)
         if ledger.compress_first(sid, tid).outcome == "advanced":
             _compress_first(ledger, compression, generation, str(pressure))
         return None
@@ -360,15 +366,14 @@ def _generate(
     submitted: bool = False,
 ) -> Failure:
     """Stream the reply of an ingested turn, once, however often this task runs."""
-    settings, ledger = get_settings(), get_ledger()
     sid, tid = generation.session_id, generation.turn_id
-    owner = f"{self.request.id}:{uuid.uuid4().hex[:12]}"
-    began = ledger.begin(
+    owner = _owner(self)
+    began = get_ledger().begin(
         sid,
         tid,
         owner,
         compression_sent=compression_sent,
-        along=_counted([("turns_submitted", None, 1)], active_session=sid) if submitted else None,
+        along=_counted([(SUBMITTED, None, 1)], active_session=sid) if submitted else None,
     )
     if began.outcome == "done":
         _hand_on(began)
@@ -378,6 +383,20 @@ def _generate(
         raise self.retry(countdown=wait + random.uniform(0.5, 1.5))
     if began.outcome != "generating":
         return None  # finished, or not this task's to generate
+    return _stream(self, spec, generation, owner, began)
+
+
+def _owner(task: Task) -> str:
+    """Names this execution of the task: two deliveries of one task never share a lease."""
+    return f"{task.request.id}:{uuid.uuid4().hex[:12]}"
+
+
+def _stream(
+    self: Task, spec: ModelSpec, generation: Generation, owner: str, began: Outcome
+) -> Failure:
+    """Stream the reply of a turn whose lease ``owner`` has just taken (``began``)."""
+    settings, ledger = get_settings(), get_ledger()
+    sid, tid = generation.session_id, generation.turn_id
     data, counter = began.data, counter_for(spec)
     scale = float(began.record.get("margin_scale", 1.0))
     tried = int(began.record.get("retries", 0))

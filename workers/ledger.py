@@ -23,6 +23,13 @@ its id and takes its own lease back at once; a duplicate waits for the lease to 
 A head that stops making progress (its task lost with a broker's message) has its task request
 sent again by the recovery sweep (``recover``, ``workers/recovery.py``), at most
 ``MAX_RESENDS`` times; after that the next arrival evicts it once its stale mark passes.
+
+A turn whose window needs no compression goes from new to generating in one call: ``ingest``
+with a ``BeginAhead`` also takes the lease, as ``begin`` would. Turn intake is paced by the
+steps one worker runs one at a time (``workers.steps``), and that round trip less makes a burst
+of turns start about a third sooner (``python -m bench concurrency``, README). The begun turn is
+counted in the metrics hash by the same script, so on Redis Cluster, where that hash is in
+another slot, ``ingest`` never begins and ``begin`` follows as its own step.
 """
 
 from __future__ import annotations
@@ -36,8 +43,16 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import redis.cluster
 
-from tokenwindow.constants import RECOVERY_KEY, events_channel, session_keys, turns_key
+from tokenwindow.constants import (
+    METRICS_KEY,
+    RECOVERY_KEY,
+    SESSIONS_INDEX_KEY,
+    events_channel,
+    session_keys,
+    turns_key,
+)
 from tokenwindow.counting import message_key
 from tokenwindow.eventlog import EMIT_LUA, encode_event
 from tokenwindow.events import EventType
@@ -149,6 +164,17 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class BeginAhead:
+    """What ``ingest`` needs to take the generation lease in the same call."""
+
+    owner: str
+    below: int
+    """The most window tokens, in the caller's encoding, that need no compression first."""
+    count: str
+    """The counter a begun turn adds one to (and its session is marked active)."""
+
+
+@dataclass(frozen=True)
 class Limits:
     """Timing rules of the ledger, from the settings."""
 
@@ -211,6 +237,7 @@ class Ledger:
         self.redis = client
         self.limits = limits
         self._scripts = {name: SyncScript(client, lua_source(name)) for name in _SCRIPTS}
+        self._on_cluster = isinstance(client, redis.cluster.RedisCluster)
 
     def _run(
         self,
@@ -220,11 +247,12 @@ class Ledger:
         *extra: str,
         along: Along | None = None,
         then: Along | None = None,
+        more_keys: Sequence[str] = (),
     ) -> Any:
         """One script call; ``along`` and ``then`` add other writes (metrics, the recovery
         index) to the same round trip, before and after it."""
         keys, args = script_args(session_id, self.limits, header, *extra)
-        return self._scripts[name](keys, args, along=along, then=then)
+        return self._scripts[name]([*keys, *more_keys], args, along=along, then=then)
 
     # --- ingest (and park, and evict) ------------------------------------------------------
     def ingest(
@@ -238,12 +266,14 @@ class Ledger:
         strategy: str,
         encoding: str,
         history: bool = False,
+        begin: BeginAhead | None = None,
     ) -> Outcome:
         """Join the session's queue and, at its head, append the new suffix of ``entries``.
 
         With ``history`` the entries are the caller's whole conversation: a departure from the
         session's active messages abandons the rest of them (kept in the transcript, left out
-        of the working window).
+        of the working window). With ``begin``, a turn ingested with a window of at most
+        ``begin.below`` tokens comes back ``generating``, as from ``begin`` (not on Cluster).
         """
         messages = [e.message for e in entries]
         header = {
@@ -265,7 +295,20 @@ class Ledger:
         # After the script: a sweep that stops watching an idle session looks at it once more.
         watch = _watch(session_id, due, self.limits.ttl_seconds)
         batch = (e.dumps() for e in entries)
-        return Outcome.parse(self._run("ingest", session_id, header, *batch, then=watch))
+        more_keys: list[str] = []
+        if begin is not None and not self._on_cluster:
+            header["begin"] = {
+                "owner": begin.owner,
+                "below": begin.below,
+                "count": begin.count,
+                "lease_seconds": self.limits.lease_seconds,
+                "stale_after": self.limits.lease_grace_seconds,
+            }
+            more_keys = [METRICS_KEY, SESSIONS_INDEX_KEY]
+        reply = self._run("ingest", session_id, header, *batch, then=watch, more_keys=more_keys)
+        if isinstance(reply, list):  # began: the header, then the working window's entries
+            return Outcome.parse(reply[0], reply[1:])
+        return Outcome.parse(reply)
 
     # --- recovery --------------------------------------------------------------------------
     def recover(

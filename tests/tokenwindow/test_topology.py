@@ -281,13 +281,17 @@ def test_a_turn_on_a_cluster(
                TOKENWINDOW_REDIS_CLUSTER="true") as running:  # fmt: skip
         running.worker()
 
-        async def run() -> dict[str, Any]:
+        async def run() -> tuple[dict[str, Any], dict[str, Any]]:
             async with running.client() as client:
-                return await client.create_completion(
+                reply = await client.create_completion(
                     "cluster-turn", [{"role": "user", "content": "hello"}], BIG_MODEL
                 )
+                return reply, await client.metrics()
 
-        assert asyncio.run(run())["content"]
+        reply, metrics = asyncio.run(run())
+        assert reply["content"]
+        # Begun by its own step there (the counter is in another slot than the session).
+        assert metrics["turns_submitted"]["total"] == 1
 
 
 def test_a_producer_puts_each_task_on_its_own_queue_only(

@@ -13,10 +13,17 @@ from typing import Any
 
 import redis
 
-from tokenwindow.constants import events_stream_key, transcript_key, turn_order_key, turns_key
+from tokenwindow.constants import (
+    METRICS_KEY,
+    SESSIONS_INDEX_KEY,
+    events_stream_key,
+    transcript_key,
+    turn_order_key,
+    turns_key,
+)
 from tokenwindow.counting import counter_for_encoding
 from tokenwindow.sessions import Entry
-from workers.ledger import TRANSITIONS, Ledger, Limits, TurnState
+from workers.ledger import TRANSITIONS, BeginAhead, Ledger, Limits, TurnState
 
 LIMITS = Limits(
     ttl_seconds=3600, maxlen=1000, lease_seconds=30, stale_seconds=600, lease_grace_seconds=60
@@ -41,8 +48,9 @@ def ingest(book: Ledger, turn_id: str, *texts: str, **extra: Any) -> Any:
         request={"session_id": SID, "turn_id": turn_id, "messages": [], "model": "m"},
         model="m",
         strategy="hybrid",
-        encoding="o200k_base",
+        encoding=extra.pop("encoding", "o200k_base"),
         history=extra.pop("history", False),
+        begin=extra.pop("begin", None),
     )
 
 
@@ -85,6 +93,58 @@ def test_a_turn_walks_ingest_begin_finish(client: redis.Redis) -> None:
     kinds = [(e["type"], e["seq"]) for e in events(client)]
     assert kinds == [("turn_started", 1), ("turn_completed", 2)]
     assert client.zcard(turn_order_key(SID)) == 0, "the session is free"
+
+
+def ahead(owner: str, below: int = 1_000) -> BeginAhead:
+    return BeginAhead(owner, below=below, count="begun")
+
+
+def begun(client: redis.Redis) -> int:
+    return int(client.hget(METRICS_KEY, "begun") or 0)
+
+
+def test_an_ingest_with_room_to_spare_begins_in_the_same_call(client: redis.Redis) -> None:
+    book = ledger(client)
+    began = ingest(book, "t1", "hello", "there", begin=ahead("owner-a", below=10))
+    assert (began.outcome, began.record["state"]) == ("generating", TurnState.GENERATING)
+    assert (began.record["owner"], began.record["attempt"]) == ("owner-a", 1)
+    assert began.record["lease_until"] > time.time()
+    assert [e.message["content"] for e in began.entries] == ["hello", "there"]
+    assert (began.data["published"], began.data["encoding"]) == ("", "o200k_base")
+    assert begun(client) == 1 and client.zscore(SESSIONS_INDEX_KEY, SID) is not None
+    assert book.begin(SID, "t1", "owner-b").outcome == "busy", "the lease is held"
+    done = book.finish(SID, "t1", "owner-a", reply("t1", "hi!"), {})
+    assert done.outcome == "completed"
+    assert [e["type"] for e in events(client)] == ["turn_started", "turn_completed"]
+
+
+def test_an_ingest_only_begins_a_window_under_its_bound_in_its_encoding(
+    client: redis.Redis,
+) -> None:
+    book = ledger(client)
+    over = ingest(book, "t1", "hello", "there", begin=ahead("a", below=9))
+    assert (over.outcome, over.data["window_tokens"]) == ("ingested", 10)
+    assert "owner" not in over.record and begun(client) == 0
+    answer(book, "t1", "hi")
+    other = ingest(book, "t2", "more", begin=ahead("a"), encoding="cl100k_base")
+    assert (other.outcome, other.data["encoding"]) == ("ingested", "o200k_base")
+    assert begun(client) == 0, "counted by the caller after counting in the session's encoding"
+
+
+def test_a_parked_or_redelivered_turn_does_not_begin_from_its_ingest(
+    client: redis.Redis,
+) -> None:
+    book = ledger(client)
+    assert ingest(book, "t1", "first", begin=ahead("a")).outcome == "generating"
+    assert ingest(book, "t2", "second", begin=ahead("b")).outcome == "parked"
+    again = ingest(book, "t1", "first", begin=ahead("c"))
+    assert (again.outcome, again.state) == ("skip", TurnState.GENERATING)
+    assert json.loads(client.hget(turns_key(SID), "t1") or "{}")["owner"] == "a"
+    assert begun(client) == 1, "one turn began, once"
+    done = book.finish(SID, "t1", "a", reply("t1", "r1"), {})
+    assert done.handoff is not None and done.handoff["turn_id"] == "t2"
+    assert ingest(book, "t2", "second", begin=ahead("b")).outcome == "generating"
+    assert begun(client) == 2
 
 
 def test_turns_of_one_session_queue_and_are_handed_on_in_order(client: redis.Redis) -> None:

@@ -1,6 +1,6 @@
 -- Shared by every ledger script (after eventlog's emit). KEYS are always, in this order:
 -- 1 session hash, 2 transcript list, 3 message digest list, 4 ledger hash, 5 order zset,
--- 6 tool-call set, 7 event stream, 8 channel. ARGV[1] is a JSON header; later ARGV are raw
+-- 6 tool-call set, 7 event stream, 8 channel (ingest may name two more, see there). ARGV[1] is a JSON header; later ARGV are raw
 -- transcript entries.
 local S, T, DIGESTS, TURNS, ORDER, CALLS, EVENTS, CHANNEL =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
@@ -73,8 +73,32 @@ local function finish_turn(turn_id, rec, state, body)
   redis.call('ZREM', ORDER, turn_id)
 end
 
+-- Take the generation lease for owner: a new attempt, stale one grace period after the lease.
+local function take_lease(rec, owner, lease_seconds, grace)
+  rec.owner = owner
+  rec.lease_until = now + tonumber(lease_seconds)
+  rec.stale_at = rec.lease_until + tonumber(grace)
+  rec.attempt = (rec.attempt or 0) + 1
+end
+
 local function reply(outcome, extra)
   local out = extra or {}
   out.outcome = outcome
   return cjson.encode(out)
+end
+
+-- The reply of a turn that now holds the lease, with what generation needs in the same round
+-- trip: the text earlier attempts published and the working window (session fields, then the
+-- transcript entries from its start).
+local function generating(rec)
+  local published = redis.call('HMGET', TURNS, tid .. ':text', tid .. ':tools')
+  local meta = redis.call('HMGET', S, 'window_start', 'summary', 'pinned', 'encoding', 'branches')
+  local out = {reply('generating', {record = rec, published = published[1] or '',
+    tools_published = published[2] == '1', window_start = tonumber(meta[1] or '0'),
+    summary = meta[2] or '', pinned = meta[3] or '[]', encoding = meta[4] or '',
+    branches = meta[5] or '[]'})}
+  for _, entry in ipairs(redis.call('LRANGE', T, tonumber(meta[1] or '0'), -1)) do
+    out[#out + 1] = entry
+  end
+  return out
 end

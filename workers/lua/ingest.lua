@@ -2,6 +2,7 @@
 -- suffix once (a resent or trimmed history is recognised by its overlap), check that every tool
 -- result answers a known call, and publish turn_started. Elsewhere in the queue, park the task
 -- request for the turn ahead to hand on. A head whose stale mark passed is evicted first.
+-- Ingested with room to spare, the turn may begin at once (see h.begin below).
 local rec = load_turn(tid)
 local state = state_of(rec)
 if terminal(state) then return reply('done', {state = state, handoff = handoff()}) end
@@ -104,12 +105,24 @@ redis.call('HSET', S, 'model', h.model, 'strategy', h.strategy)
 redis.call('HSETNX', S, 'encoding', h.encoding)
 redis.call('HSETNX', S, 'created_at', h.now)
 rec.state, rec.since, rec.stale_at = 'ingested', now, now + tonumber(h.stale_after)
+local meta = redis.call('HMGET', S, 'window_tokens', 'encoding')
+-- With a begin block (h.begin), a window that needs no compression first (counted in the
+-- caller's encoding, at most below tokens) takes the generation lease in this same call, and
+-- the turn is counted as begun: KEYS 9 and 10 are then the metrics hash and the sessions index.
+local b = h.begin
+local begins = b and meta[2] == h.encoding and tonumber(meta[1]) <= tonumber(b.below)
+if begins then
+  take_lease(rec, b.owner, b.lease_seconds, b.stale_after)
+  rec.state = 'generating'
+  redis.call('HINCRBY', KEYS[9], b.count, 1)
+  redis.call('ZADD', KEYS[10], now, h.sid)
+end
 save_turn(tid, rec)
 -- Kept until the turn ends: the recovery sweep sends it again if the turn's task is lost.
 redis.call('HSET', TURNS, tid .. ':request', h.request)
 emit(TURNS, EVENTS, CHANNEL, tid, h.started, h.maxlen)
 touch(h.ttl)
-local meta = redis.call('HMGET', S, 'window_tokens', 'encoding')
+if begins then return generating(rec) end
 return reply('ingested', {appended = #digests, abandoned = #abandon,
   window_tokens = tonumber(meta[1]),
   encoding = meta[2], record = rec})
