@@ -25,11 +25,11 @@ sent again by the recovery sweep (``recover``, ``workers/recovery.py``), at most
 ``MAX_RESENDS`` times; after that the next arrival evicts it once its stale mark passes.
 
 A turn whose window needs no compression goes from new to generating in one call: ``ingest``
-with a ``BeginAhead`` also takes the lease, as ``begin`` would. Turn intake is paced by the
-steps one worker runs one at a time (``workers.steps``), and that round trip less makes a burst
-of turns start about a third sooner (``python -m bench concurrency``, README). The begun turn is
-counted in the metrics hash by the same script, so on Redis Cluster, where that hash is in
-another slot, ``ingest`` never begins and ``begin`` follows as its own step.
+with a ``BeginAhead`` also takes the lease, as ``begin`` would. A worker runs turns' steps one
+at a time (``workers.steps``), so a burst of new turns starts at the pace of those steps, and
+this is one round trip and one script call fewer per turn (``python -m bench concurrency``,
+README). The begun turn is counted in the metrics hash by the same script, so on Redis Cluster,
+where that hash is in another slot, ``ingest`` never begins and ``begin`` is its own step.
 """
 
 from __future__ import annotations
