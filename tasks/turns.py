@@ -235,7 +235,7 @@ def _ingest_turn(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> F
         "turn_id": tid,
         "model": spec.name,
         "strategy": strategy,
-        "tools_tokens": generation.tools_tokens(spec),
+        "tools_tokens": window.tools_tokens,
     }
     if out.outcome == "done":
         _hand_on(out)

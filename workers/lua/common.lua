@@ -1,7 +1,7 @@
 -- Shared by every ledger script (after eventlog's emit). KEYS are always, in this order:
 -- 1 session hash, 2 transcript list, 3 message digest list, 4 ledger hash, 5 order zset,
--- 6 tool-call set, 7 event stream, 8 channel (ingest may name two more, see there). ARGV[1] is a JSON header; later ARGV are raw
--- transcript entries.
+-- 6 tool-call set, 7 event stream, 8 channel (ingest may name two more, see there).
+-- ARGV[1] is a JSON header; later ARGV are raw transcript entries.
 local S, T, DIGESTS, TURNS, ORDER, CALLS, EVENTS, CHANNEL =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local h = cjson.decode(ARGV[1])
