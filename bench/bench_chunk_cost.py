@@ -209,11 +209,14 @@ def into_session_streams_us_per_chunk(
             )
             child.start()
             child.join(timeout=300)
+            if child.is_alive():
+                child.kill()  # hung: not left running beside the next cases
+                child.join()
             if child.exitcode != 0 or not receive.poll():
                 raise RuntimeError(f"{wire}: the streaming process failed ({child.exitcode})")
             spent = float(receive.recv())
-            client = redis.Redis.from_url(redis_server.url(), decode_responses=True)
-            texts = [_published_text(client, f"cc-{wire}-{i}") for i in range(streams)]
+            with redis.Redis.from_url(redis_server.url(), decode_responses=True) as client:
+                texts = [_published_text(client, f"cc-{wire}-{i}") for i in range(streams)]
     finally:
         server.configure(token_delay=0)  # the other cases read as fast as the server writes
     if texts != [REPLY] * streams:
