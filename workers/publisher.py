@@ -2,7 +2,11 @@
 
 Every reply being streamed in this process has an outbox. Its first delta goes out at once;
 later deltas that arrive within one flush interval (``TOKENWINDOW_STREAM_FLUSH_MS``) are
-coalesced into one ``token`` event, and one call of the publish script
+coalesced into one ``token`` event. The intervals count from when the last flush was due, not
+from when a delta was put: a delta goes out one interval after that (at once if that is past).
+So a hold-up of the loop just after a flush (a collection pass, a wait for the interpreter
+lock) is not added to the wait of the deltas it held up, and a delta that finds no flush due in
+the last interval goes at once. One call of the publish script
 (``tokenwindow.eventlog.PUBLISH_LUA``) carries every outbox's events of that interval: a
 hundred streams cost one round trip, not a hundred commands to pack and parse. With an interval
 of 0 each delta is its own event, still sent with whatever else is ready in the same loop
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -139,6 +144,8 @@ class StreamPublisher:
         self._timer: asyncio.TimerHandle | None = None
         self._due = 0.0
         """Loop time at which ``_timer`` flushes."""
+        self._last_due = -math.inf
+        """Loop time at which the last flush was due: the clock the intervals count from."""
 
     @property
     def coalesce(self) -> bool:
@@ -149,11 +156,16 @@ class StreamPublisher:
         return Outbox(self, session_id, turn_id, attempt)
 
     def ready(self, outbox: Outbox, *, now: bool = False) -> None:
-        """Flush ``outbox`` at once (``now``), else at most one interval after its oldest
-        pending event was put, even if that event waited for the outbox's previous flush."""
+        """Flush ``outbox`` at once (``now``), else one interval after the last flush was due,
+        and never later than one interval after its oldest pending event was put (even if
+        that event waited for the outbox's previous flush)."""
         self._ready[id(outbox)] = outbox
         loop = asyncio.get_running_loop()
-        due = loop.time() if now or not self.coalesce else outbox.since + self._interval
+        if now or not self.coalesce:
+            due = loop.time()
+        else:
+            since = outbox.since
+            due = max(since, min(since, self._last_due) + self._interval)
         if self._timer is not None:
             if due >= self._due:
                 return
@@ -170,6 +182,7 @@ class StreamPublisher:
         self._ready = {k: o for k, o in self._ready.items() if o.pending}
         if not batch:
             return
+        self._last_due = self._due
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for outbox in batch:
             outbox._flushed = done

@@ -7,6 +7,7 @@ its stream entry id (Redis's own clock, in milliseconds).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -72,6 +73,43 @@ def test_deltas_within_an_interval_are_one_event_after_the_first_went_out_at_onc
     assert (first, joined) == ("first ", "second third")
     # "second" was put once "first" was in Redis, and waited one interval for the rest.
     assert joined_at - first_at >= INTERVAL_MS * 0.9
+
+
+def test_a_delta_after_a_quiet_interval_goes_out_at_once(server: RedisServer) -> None:
+    """A stream slower than the interval (a slow model, a tool call being thought out) pays
+    no coalescing delay: nothing went out in the last interval, so there is nothing to join."""
+
+    async def scenario(publisher: StreamPublisher) -> None:
+        outbox = publisher.outbox(SESSION, "t1", 1)
+        outbox.put([("token", "first ")])
+        await outbox.drain()
+        await asyncio.sleep(1.2 * INTERVAL_MS / 1000)
+        outbox.put([("token", "later")])
+        await asyncio.sleep(0.3 * INTERVAL_MS / 1000)
+        assert not outbox.pending
+
+    (first_at, first), (later_at, later) = publish(server, INTERVAL_MS, scenario)
+    assert (first, later) == ("first ", "later")
+    assert later_at - first_at < 1.5 * INTERVAL_MS
+
+
+def test_intervals_count_from_the_last_flush_not_from_a_late_put(server: RedisServer) -> None:
+    """A delta that reaches the loop late (the loop was held up, by a collection pass or the
+    interpreter lock, just after a flush) goes out one interval after that flush: the hold-up
+    is not added to its wait."""
+
+    async def scenario(publisher: StreamPublisher) -> None:
+        outbox = publisher.outbox(SESSION, "t1", 1)
+        outbox.put([("token", "first ")])
+        await outbox.drain()
+        time.sleep(0.6 * INTERVAL_MS / 1000)  # the loop is held up
+        outbox.put([("token", "held")])
+        await asyncio.sleep(1.2 * INTERVAL_MS / 1000)
+        assert not outbox.pending
+
+    (first_at, first), (held_at, held) = publish(server, INTERVAL_MS, scenario)
+    assert (first, held) == ("first ", "held")
+    assert 0.9 * INTERVAL_MS <= held_at - first_at < 1.3 * INTERVAL_MS
 
 
 def test_an_interval_of_zero_publishes_every_delta_as_its_own_event(server: RedisServer) -> None:
