@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     session_ttl_seconds: int = Field(7 * 24 * 3600, gt=0)
     stream_maxlen: int = Field(10_000, gt=0)
     """Approximate cap on events kept per session stream (replay window)."""
-    stream_flush_ms: int = Field(25, ge=0, le=1_000)
+    stream_flush_ms: int = Field(20, ge=0, le=1_000)
     """Deltas of one reply that arrive within this many milliseconds go out as one ``token``
     event, and one Redis round trip carries every stream's events of that interval; 0 publishes
     every delta as its own event."""
