@@ -7,13 +7,13 @@ import gc
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis.asyncio
 
 from tests.conftest import TEST_REDIS_URL
-from workers.collector import OLD_GROWTH, Collector
+from workers.collector import OLD_FLOOR, OLD_GROWTH, Collector
 from workers.publisher import StreamPublisher
 
 
@@ -57,10 +57,10 @@ def test_collect_frees_cycles_once_the_young_generation_is_due() -> None:
         loop.close()
 
 
-@pytest.mark.usefixtures("automatic_collection_restored")
-def test_a_full_pass_runs_once_the_old_generation_has_grown_by_a_quarter() -> None:
-    """State that comes and goes does not set off the long pass; what piles up does."""
-    gc.set_threshold(10, 2, 2)  # small generations, the same schedule
+def old_cycle_after(grown_by: Callable[[int], int]) -> bool:
+    """Whether a cycle in the old generation survives the collector's passes while that
+    generation grows by ``grown_by(its size)`` objects (small generations, the same schedule)."""
+    gc.set_threshold(10, 2, 2)
     gc.disable()
     loop = asyncio.new_event_loop()
     kept: list[list[int]] = []
@@ -78,11 +78,28 @@ def test_a_full_pass_runs_once_the_old_generation_has_grown_by_a_quarter() -> No
         holder.clear()
         passes(50)
         assert cycle() is not None, "the old generation barely grew: no full pass was due"
-        kept.extend([] for _ in range(int(len(gc.get_objects(2)) * (OLD_GROWTH - 1)) + 1))
+        kept.extend([] for _ in range(grown_by(len(gc.get_objects(2)))))
         passes(8)
-        assert cycle() is None
+        return cycle() is not None
     finally:
         loop.close()
+
+
+@pytest.mark.usefixtures("automatic_collection_restored")
+def test_a_full_pass_runs_once_the_old_generation_has_grown_by_a_quarter_and_the_floor() -> None:
+    """What piles up (garbage in cycles among it) sets off the long pass."""
+    assert not old_cycle_after(lambda old: max(int(old * (OLD_GROWTH - 1)), OLD_FLOOR) + 1)
+
+
+@pytest.mark.usefixtures("automatic_collection_restored")
+def test_growth_under_the_floor_sets_off_no_full_pass_however_small_the_old_generation() -> None:
+    """A worker just started has a nearly empty old generation (the rest is frozen): its
+    first streams' state, many times that size but gone when they end, must not set one off."""
+    gc.freeze()
+    try:
+        assert old_cycle_after(lambda old: max(old, OLD_FLOOR // 2))
+    finally:
+        gc.unfreeze()
 
 
 @pytest.mark.usefixtures("automatic_collection_restored")
