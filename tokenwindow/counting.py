@@ -284,10 +284,12 @@ class TokenCounter:
 
         OpenAI appends a newline to the first system message when tools are present, which can
         change how that message's last characters tokenize, so the difference is counted here.
+        The rendered schemas' count comes from the counter's cache: an agent sends the same
+        tools on every turn, and each turn counts them at ingest and again at generation.
         """
         if not tools:
             return 0
-        tokens = self.count_text(render_tools(list(tools))) + TOOLS_OVERHEAD
+        tokens = self._count_text_cached(render_tools(list(tools))) + TOOLS_OVERHEAD
         system = next((m for m in messages if m.get("role") in SYSTEM_ROLES), None)
         if system is not None:
             tokens -= TOOLS_SYSTEM_DISCOUNT

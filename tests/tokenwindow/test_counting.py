@@ -318,6 +318,17 @@ def test_system_newline_padding_with_tools() -> None:
     assert extra_system == extra_plain - 4 + padding
 
 
+def test_tool_counts_from_the_cache_match_a_fresh_count_for_each_schema_set() -> None:
+    """An agent's tools are counted from the counter's cache after the first turn: a schema
+    set that differs by one word must never get another set's count."""
+    shared = TokenCounter("o200k_base")
+    longer = copy.deepcopy(COOKBOOK_TOOLS)
+    longer[0]["function"]["description"] += " Answers in Celsius unless asked otherwise."
+    for tools in (COOKBOOK_TOOLS, longer, COOKBOOK_TOOLS, longer):
+        assert shared.count_tools(tools) == TokenCounter("o200k_base").count_tools(tools)
+    assert shared.count_tools(longer) > shared.count_tools(COOKBOOK_TOOLS)
+
+
 def test_count_request_details() -> None:
     details = count_request("claude-3-5-sonnet", text="hello world")
     assert details == {
